@@ -1,0 +1,83 @@
+"""KADID-10k-style distortion generator: registry, determinism, sizes and monotone severity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data, metrics
+
+from modeling_rsfiqa.distortions_rsfiqa import (
+    DISTORTION_SPECS,
+    DISTORTIONS,
+    KADID_DISTORTION_NAMES,
+    NUM_LEVELS,
+    distort,
+    list_distortions,
+)
+
+
+@pytest.fixture(scope="module")
+def clean() -> np.ndarray:
+    """A natural 128x128 photo (bundled with scikit-image): JPEG2000 needs >= ~128 px to stay monotone."""
+    return np.asarray(Image.fromarray(data.astronaut()).resize((128, 128), Image.Resampling.LANCZOS))
+
+
+def test_registry_covers_kadid_types():
+    names = list_distortions()
+    assert len(names) == 25 and names == list(KADID_DISTORTION_NAMES) == list(DISTORTIONS)
+    assert [DISTORTION_SPECS[n].kadid_id for n in names] == list(range(1, 26))
+    assert {"gaussian_blur", "jpeg", "jpeg2000", "white_noise", "pixelate", "contrast_change"} <= set(names)
+    assert all(len(DISTORTION_SPECS[n].levels) == NUM_LEVELS for n in names)
+
+
+@pytest.mark.parametrize("name", KADID_DISTORTION_NAMES)
+def test_levels_are_monotone_in_psnr(clean, name):
+    psnr = [metrics.peak_signal_noise_ratio(clean, distort(clean, name, lvl, seed=0)) for lvl in range(1, 6)]
+    assert all(a > b for a, b in zip(psnr, psnr[1:])), f"{name}: PSNR per level {np.round(psnr, 2)}"
+    assert psnr[0] < 60, f"{name}: level 1 leaves the image (almost) unchanged"
+
+
+@pytest.mark.parametrize("name", ["gaussian_blur", "jpeg", "white_noise", "contrast_change"])
+def test_levels_are_monotone_in_ssim(clean, name):
+    ssim = [
+        metrics.structural_similarity(clean, distort(clean, name, lvl), channel_axis=-1) for lvl in range(1, 6)
+    ]
+    assert all(a > b for a, b in zip(ssim, ssim[1:]))
+
+
+def test_same_size_and_types_for_odd_sizes():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(23, 37, 3), dtype=np.uint8)
+    pil = Image.fromarray(img)
+    for name in KADID_DISTORTION_NAMES:
+        out = distort(img, name, 5, seed=1)
+        assert isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == img.shape, name
+        out_pil = distort(pil, name, 3)
+        assert isinstance(out_pil, Image.Image) and out_pil.mode == "RGB" and out_pil.size == pil.size, name
+        assert DISTORTIONS[name](img, 2, np.random.default_rng(0)).shape == img.shape
+
+
+def test_deterministic_for_a_seed(clean):
+    for name in ("white_noise", "impulse_noise", "jitter", "color_block", "non_eccentricity_patch"):
+        a, b = distort(clean, name, 3, seed=7), distort(clean, name, 3, seed=7)
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, distort(clean, name, 3, seed=8)), name
+
+
+def test_grayscale_and_rgba_inputs_become_rgb(tmp_path):
+    gray = Image.new("L", (40, 30), 128)
+    assert distort(gray, "jpeg", 2).mode == "RGB"
+    path = tmp_path / "a.png"
+    Image.new("RGBA", (40, 30), (10, 20, 30, 128)).save(path)
+    assert distort(str(path), "pixelate", 4).size == (40, 30)
+
+
+def test_bad_arguments_raise_clear_errors(clean):
+    with pytest.raises(ValueError, match="Unknown distortion 'blurr'"):
+        distort(clean, "blurr", 1)
+    for bad in (0, 6, 2.5, True):
+        with pytest.raises(ValueError, match="level must be an integer in 1..5"):
+            distort(clean, "jpeg", bad)
+    with pytest.raises(TypeError, match="uint8"):
+        DISTORTIONS["jpeg"](clean.astype(np.float32), 1, np.random.default_rng(0))
