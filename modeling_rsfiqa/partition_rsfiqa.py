@@ -1,0 +1,460 @@
+"""Region partition: step 1 of RSFIQA (arXiv 2508.07818).
+
+An image is split into NON-OVERLAPPING regions given as a label map: an ``int32`` array of shape
+``(H, W)`` with values ``0 .. R-1`` (``R <= max_regions``), every pixel in exactly one region.
+
+Two partitioners share that contract:
+
+* :class:`SamRegionPartitioner` -- SAM automatic mask generation (Kirillov et al. 2023) with
+  transformers' ``SamModel``: the image is encoded ONCE, a regular grid of point prompts is decoded in
+  batches, masks are filtered by predicted IoU and stability (as segment-anything's
+  ``SamAutomaticMaskGenerator``), ranked by ``IoU x stability`` and painted best-first; a mask mostly
+  covered by better ones is a duplicate and is skipped, regions under the minimum area are merged into a
+  neighbour, leftover pixels form one background region.
+* :func:`superpixel_partition` -- scikit-image SLIC superpixels, merged to at most ``max_regions`` by
+  colour similarity of adjacent regions: the offline stand-in when no SAM checkpoint is available.
+
+Both are deterministic and work for any input size (1xN strips to 4000x3000 photos): the partition is
+computed on a working copy whose longest side is bounded and mapped back by nearest-neighbour.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .configuration_rsfiqa import RSFIQAConfig
+
+__all__ = [
+    "masks_to_label_map",
+    "merge_small_regions",
+    "superpixel_partition",
+    "grid_partition",
+    "SamRegionPartitioner",
+    "partition_image",
+    "resize_label_map",
+    "region_summaries",
+    "check_label_map",
+]
+
+
+def check_label_map(label_map: np.ndarray, max_regions: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``label_map`` satisfies the partition contract."""
+    if label_map.ndim != 2:
+        raise ValueError(f"label map must be 2-D, got shape {label_map.shape}")
+    values = np.unique(label_map)
+    if values.size == 0 or values[0] != 0 or values[-1] != values.size - 1:
+        raise ValueError(f"label map values must be 0..R-1 without gaps, got {values[:10]}...")
+    if max_regions is not None and values.size > max_regions:
+        raise ValueError(f"label map has {values.size} regions, more than max_regions={max_regions}")
+
+
+def resize_label_map(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label map to ``size=(height, width)`` (pixel-centre sampling)."""
+    h, w = label_map.shape
+    oh, ow = int(size[0]), int(size[1])
+    if (h, w) == (oh, ow):
+        return label_map.astype(np.int32, copy=False)
+    rows = np.minimum(((np.arange(oh) + 0.5) * h / oh).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(ow) + 0.5) * w / ow).astype(np.int64), w - 1)
+    return label_map[rows[:, None], cols[None, :]].astype(np.int32)
+
+
+def _relabel_by_first_appearance(label_map: np.ndarray, order: list[int] | None = None) -> np.ndarray:
+    """Map labels to 0..R-1, in ``order`` if given, else in order of first appearance (raster scan)."""
+    if order is None:
+        _, first = np.unique(label_map, return_index=True)
+        values = label_map.ravel()[np.sort(first)]
+    else:
+        values = np.asarray(order)
+    lut = np.full(int(label_map.max()) + 1, -1, dtype=np.int32)
+    lut[values] = np.arange(values.size, dtype=np.int32)
+    return lut[label_map]
+
+
+def _adjacency_pairs(label_map: np.ndarray) -> np.ndarray:
+    """Unique unordered pairs (a, b), a < b, of labels that touch horizontally or vertically."""
+    pairs = []
+    if label_map.shape[1] > 1:
+        a, b = label_map[:, :-1].ravel(), label_map[:, 1:].ravel()
+        pairs.append(np.stack([a, b], 1)[a != b])
+    if label_map.shape[0] > 1:
+        a, b = label_map[:-1, :].ravel(), label_map[1:, :].ravel()
+        pairs.append(np.stack([a, b], 1)[a != b])
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    p = np.concatenate(pairs).astype(np.int64)
+    return np.unique(np.sort(p, axis=1), axis=0)
+
+
+def merge_small_regions(
+    label_map: np.ndarray,
+    features: np.ndarray | None,
+    max_regions: int,
+    min_area_px: float,
+    protect_last: bool = False,
+) -> np.ndarray:
+    """Merge regions until none is smaller than ``min_area_px`` and at most ``max_regions`` remain.
+
+    The smallest offending region is merged into the adjacent region whose mean ``features`` (e.g. Lab
+    colour, shape ``(H, W, C)``) is closest (ties: the larger neighbour, then the lower label); without
+    features, into the adjacent region with the longest shared border. A region with no neighbour (it
+    touches only itself) is merged into the largest region. Deterministic. Output labels are 0..R-1 in
+    order of first appearance.
+    """
+    labels = _relabel_by_first_appearance(label_map.astype(np.int32))
+    n = int(labels.max()) + 1
+    flat = labels.ravel()
+    areas = np.bincount(flat, minlength=n).astype(np.float64)
+    feat_sums = None
+    if features is not None:
+        f = features.reshape(-1, features.shape[-1]).astype(np.float64)
+        feat_sums = np.stack([np.bincount(flat, weights=f[:, c], minlength=n) for c in range(f.shape[1])], 1)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pairs = _adjacency_pairs(labels)
+    neighbours: dict[int, set[int]] = {i: set() for i in range(n)}
+    border: dict[tuple[int, int], int] = {}
+    for a, b in pairs:
+        neighbours[int(a)].add(int(b))
+        neighbours[int(b)].add(int(a))
+        border[(int(a), int(b))] = 1
+    alive = set(range(n))
+    protected = n - 1 if protect_last else -1
+    while alive:
+        candidates = [i for i in alive if i != protected]
+        if not candidates:
+            break
+        smallest = min(candidates, key=lambda i: (areas[i], i))
+        if len(alive) <= max_regions and areas[smallest] >= min_area_px:
+            break
+        if len(alive) == 1:
+            break
+        nbrs = sorted(neighbours[smallest] & alive)
+        if not nbrs:
+            nbrs = [max(alive - {smallest}, key=lambda i: (areas[i], -i))]
+        if feat_sums is not None:
+            mean_s = feat_sums[smallest] / max(areas[smallest], 1.0)
+            target = min(
+                nbrs,
+                key=lambda j: (float(np.sum((feat_sums[j] / max(areas[j], 1.0) - mean_s) ** 2)), -areas[j], j),
+            )
+        else:
+            target = max(nbrs, key=lambda j: (areas[j], -j))
+        # merge smallest -> target
+        parent[smallest] = target
+        areas[target] += areas[smallest]
+        if feat_sums is not None:
+            feat_sums[target] += feat_sums[smallest]
+        for j in neighbours[smallest]:
+            if j != target:
+                neighbours[j].discard(smallest)
+                neighbours[j].add(target)
+                neighbours[target].add(j)
+        neighbours[target].discard(smallest)
+        neighbours[target].discard(target)
+        alive.discard(smallest)
+    roots = np.array([find(i) for i in range(n)], dtype=np.int32)
+    return _relabel_by_first_appearance(roots[labels])
+
+
+def grid_partition(height: int, width: int, max_regions: int) -> np.ndarray:
+    """Split along the long axis into at most ``max_regions`` strips: the fallback for degenerate sizes."""
+    n = max(1, min(max_regions, max(height, width)))
+    if width >= height:
+        cols = np.minimum(np.arange(width) * n // max(width, 1), n - 1)
+        return np.broadcast_to(cols[None, :], (height, width)).astype(np.int32)
+    rows = np.minimum(np.arange(height) * n // max(height, 1), n - 1)
+    return np.broadcast_to(rows[:, None], (height, width)).astype(np.int32)
+
+
+def _tile_partition(height: int, width: int, n_tiles: int) -> np.ndarray:
+    """Roughly square tiles, about ``n_tiles`` of them."""
+    rows = max(1, min(height, round(np.sqrt(n_tiles * height / max(width, 1)))))
+    cols = max(1, min(width, round(n_tiles / rows)))
+    r = np.minimum(np.arange(height) * rows // height, rows - 1)
+    c = np.minimum(np.arange(width) * cols // width, cols - 1)
+    return (r[:, None] * cols + c[None, :]).astype(np.int32)
+
+
+def _working_copy(image: Image.Image, work_size: int) -> Image.Image:
+    w, h = image.size
+    scale = min(1.0, work_size / max(w, h))
+    if scale < 1.0:
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    return image
+
+
+def superpixel_partition(
+    image: Image.Image | np.ndarray,
+    n_segments: int = 24,
+    compactness: float = 10.0,
+    max_regions: int = 16,
+    min_region_area: float = 0.005,
+    work_size: int = 256,
+    sigma: float = 2.0,
+    output_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """SLIC superpixels (Achanta et al. 2012, scikit-image) merged into <= ``max_regions`` regions.
+
+    Args:
+        image: RGB image (PIL or ``HxWx3`` uint8 array).
+        n_segments / compactness: SLIC settings, run on a copy whose longest side is ``work_size``.
+        sigma: Gaussian pre-smoothing of SLIC; without it heavy noise (the very distortion we measure)
+            fragments the superpixels and the connectivity step collapses them into one region.
+        max_regions: the most regions returned; min_region_area: fraction of the image below which a
+            region is merged into its most similar neighbour (mean Lab colour).
+        output_size: ``(height, width)`` of the returned label map; defaults to the image size.
+    """
+    from skimage.color import rgb2lab
+    from skimage.segmentation import slic
+
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    full_h, full_w = pil.height, pil.width
+    out_size = output_size or (full_h, full_w)
+    work = _working_copy(pil.convert("RGB"), work_size)
+    arr = np.asarray(work, dtype=np.uint8)
+    h, w = arr.shape[:2]
+    if min(h, w) < 4:
+        return resize_label_map(grid_partition(h, w, max_regions), out_size)
+    lab = rgb2lab(arr)
+    segments = slic(
+        arr,
+        n_segments=max(1, n_segments),
+        compactness=compactness,
+        start_label=0,
+        channel_axis=-1,
+        sigma=sigma,
+        enforce_connectivity=True,
+    ).astype(np.int32)
+    if segments.max() < 1 and n_segments > 1:  # structureless input (e.g. pure noise): regular tiles
+        segments = _tile_partition(h, w, n_segments)
+    labels = merge_small_regions(segments, lab, max_regions, min_region_area * h * w)
+    return resize_label_map(labels, out_size)
+
+
+def masks_to_label_map(
+    masks: np.ndarray,
+    scores: np.ndarray,
+    max_regions: int,
+    min_region_area: float,
+    features: np.ndarray | None = None,
+    min_new_fraction: float = 0.5,
+) -> np.ndarray:
+    """Paint (possibly overlapping) binary masks into a non-overlapping label map.
+
+    Masks are painted best-first (``scores`` descending; ties by larger area, then index). A mask claims
+    only still-unclaimed pixels; it becomes a region only if what it claims is at least ``min_region_area``
+    of the image and at least ``min_new_fraction`` of its own area (otherwise it mostly duplicates better
+    masks). At most ``max_regions - 1`` masks are kept so that leftover pixels can form one background
+    region (the last label); tiny leftovers are merged into neighbours instead.
+
+    Args:
+        masks: ``(N, H, W)`` bool. scores: ``(N,)``. features: optional ``(H, W, C)`` used for merging.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got {masks.shape}")
+    n, h, w = masks.shape
+    total = float(h * w)
+    min_px = min_region_area * total
+    labels = np.full((h, w), -1, dtype=np.int32)
+    if n:
+        areas = masks.reshape(n, -1).sum(1)
+        order = np.lexsort((np.arange(n), -areas, -np.asarray(scores, dtype=np.float64)))
+        next_id = 0
+        for i in order:
+            if next_id >= max_regions - 1 and max_regions > 1:
+                break
+            if areas[i] == 0:
+                continue
+            claim = masks[i] & (labels < 0)
+            claimed = int(claim.sum())
+            if claimed == 0 or claimed < min_px or claimed < min_new_fraction * areas[i]:
+                continue
+            labels[claim] = next_id
+            next_id += 1
+            if max_regions == 1:
+                break
+    leftover = labels < 0
+    if leftover.any():
+        if labels.max() < 0:
+            labels[:] = 0
+        elif leftover.sum() >= max(min_px, 1) and labels.max() + 1 < max_regions:
+            labels[leftover] = labels.max() + 1
+        else:  # too small (or no label budget left) for a background region: nearest painted region
+            from scipy.ndimage import distance_transform_edt
+
+            _, (ri, ci) = distance_transform_edt(leftover, return_indices=True)
+            labels = labels[ri, ci]
+    # regions can still be below the minimum after the leftovers were assigned; merge them
+    labels = merge_small_regions(labels, features, max_regions, min_px, protect_last=False)
+    return labels
+
+
+class SamRegionPartitioner:
+    """SAM automatic mask generation -> non-overlapping label map (segment anything, "encode once").
+
+    Args:
+        sam_model: a transformers ``SamModel`` (any size; frozen, eval mode).
+        sam_image_processor: the matching ``SamImageProcessor`` (resizes longest side to 1024 and pads).
+        points_per_side: the prompt grid is ``points_per_side**2`` points; points_per_batch: decoded at once.
+        pred_iou_thresh / stability_score_thresh: mask filters of ``SamAutomaticMaskGenerator``.
+        max_regions / min_region_area: the label-map contract (see :func:`masks_to_label_map`).
+        work_size: longest side of the frame in which masks are painted (mask logits are upsampled to it).
+    """
+
+    def __init__(
+        self,
+        sam_model: Any,
+        sam_image_processor: Any,
+        points_per_side: int = 16,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.86,
+        stability_score_thresh: float = 0.92,
+        stability_score_offset: float = 1.0,
+        max_regions: int = 16,
+        min_region_area: float = 0.005,
+        work_size: int = 512,
+    ):
+        self.model = sam_model
+        self.image_processor = sam_image_processor
+        self.points_per_side = points_per_side
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.max_regions = max_regions
+        self.min_region_area = min_region_area
+        self.work_size = work_size
+
+    @classmethod
+    def from_config(cls, sam_model: Any, sam_image_processor: Any, config: RSFIQAConfig) -> SamRegionPartitioner:
+        return cls(
+            sam_model,
+            sam_image_processor,
+            points_per_side=config.sam_points_per_side,
+            points_per_batch=config.sam_points_per_batch,
+            pred_iou_thresh=config.sam_pred_iou_thresh,
+            stability_score_thresh=config.sam_stability_score_thresh,
+            max_regions=config.max_regions,
+            min_region_area=config.min_region_area,
+        )
+
+    def generate_masks(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """Run AMG; return ``(masks (N,h,w) bool, scores (N,) = IoU x stability, (h, w))`` in the work frame."""
+        import torch
+        import torch.nn.functional as F
+
+        model = self.model
+        device = next(model.parameters()).device
+        dtype = next(model.parameters()).dtype
+        inputs = self.image_processor(images=image.convert("RGB"), return_tensors="pt")
+        pixel_values = inputs["pixel_values"].to(device=device, dtype=dtype)
+        rh, rw = (int(v) for v in inputs["reshaped_input_sizes"][0])
+        oh, ow = image.height, image.width
+        scale = min(1.0, self.work_size / max(oh, ow))
+        wh, ww = max(1, round(oh * scale)), max(1, round(ow * scale))
+        pad = self.image_processor.pad_size
+        ph, pw = int(pad["height"]), int(pad["width"])
+
+        n = self.points_per_side
+        offset = 1.0 / (2 * n)
+        ticks = np.linspace(offset, 1 - offset, n)
+        grid = np.stack(np.meshgrid(ticks, ticks), -1).reshape(-1, 2)  # (x, y) in [0, 1]
+        points = torch.tensor(grid * np.array([rw, rh]), dtype=dtype, device=device)
+
+        all_masks, all_scores = [], []
+        with torch.inference_mode():
+            embeddings = model.get_image_embeddings(pixel_values)  # the image is encoded once
+            for start in range(0, points.shape[0], self.points_per_batch):
+                batch = points[start : start + self.points_per_batch]
+                p = batch.shape[0]
+                out = model(
+                    image_embeddings=embeddings,
+                    input_points=batch.view(1, p, 1, 2),
+                    input_labels=torch.ones(1, p, 1, dtype=torch.long, device=device),
+                    multimask_output=True,
+                )
+                logits = out.pred_masks[0].float()  # (p, 3, 256, 256) over the padded 1024 frame
+                iou = out.iou_scores[0].float().reshape(-1)
+                lh, lw = logits.shape[-2:]
+                logits = logits[..., : max(1, round(lh * rh / ph)), : max(1, round(lw * rw / pw))]
+                logits = F.interpolate(logits.reshape(1, -1, *logits.shape[-2:]), (wh, ww), mode="bilinear",
+                                       align_corners=False)[0]
+                hi = (logits > self.stability_score_offset).flatten(1).sum(1).float()
+                lo = (logits > -self.stability_score_offset).flatten(1).sum(1).float()
+                stability = torch.where(lo > 0, hi / lo.clamp(min=1), torch.zeros_like(lo))
+                keep = (iou > self.pred_iou_thresh) & (stability > self.stability_score_thresh)
+                if keep.any():
+                    all_masks.append((logits[keep] > 0).cpu().numpy())
+                    all_scores.append((iou[keep] * stability[keep]).cpu().numpy())
+        if all_masks:
+            return np.concatenate(all_masks), np.concatenate(all_scores), (wh, ww)
+        return np.zeros((0, wh, ww), dtype=bool), np.zeros((0,), dtype=np.float32), (wh, ww)
+
+    def __call__(self, image: Image.Image, output_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Label map of ``image`` at ``output_size`` (default: the image size)."""
+        from skimage.color import rgb2lab
+
+        masks, scores, (wh, ww) = self.generate_masks(image)
+        work = np.asarray(image.convert("RGB").resize((ww, wh), Image.BILINEAR), dtype=np.uint8)
+        labels = masks_to_label_map(masks, scores, self.max_regions, self.min_region_area, features=rgb2lab(work))
+        return resize_label_map(labels, output_size or (image.height, image.width))
+
+
+def partition_image(
+    image: Image.Image,
+    config: RSFIQAConfig,
+    sam_model: Any = None,
+    sam_image_processor: Any = None,
+    output_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Partition ``image`` with the method and settings of ``config`` (SAM needs ``sam_model``)."""
+    if config.partition_method == "superpixel":
+        return superpixel_partition(
+            image,
+            n_segments=config.superpixel_segments,
+            compactness=config.superpixel_compactness,
+            max_regions=config.max_regions,
+            min_region_area=config.min_region_area,
+            output_size=output_size,
+        )
+    if sam_model is None or sam_image_processor is None:
+        raise ValueError("partition_method='sam' needs the SAM model and its image processor")
+    return SamRegionPartitioner.from_config(sam_model, sam_image_processor, config)(image, output_size)
+
+
+def region_summaries(label_map: np.ndarray) -> list[dict[str, Any]]:
+    """Per region: ``box`` [x0, y0, x1, y1] (inclusive-exclusive, pixels), ``area`` (fraction), ``centroid``."""
+    h, w = label_map.shape
+    n = int(label_map.max()) + 1
+    ys, xs = np.indices((h, w))
+    flat = label_map.ravel()
+    counts = np.bincount(flat, minlength=n)
+    cy = np.bincount(flat, weights=ys.ravel(), minlength=n) / np.maximum(counts, 1)
+    cx = np.bincount(flat, weights=xs.ravel(), minlength=n) / np.maximum(counts, 1)
+    out = []
+    for k in range(n):
+        if counts[k] == 0:
+            continue
+        rows = np.flatnonzero(np.any(label_map == k, axis=1))
+        cols = np.flatnonzero(np.any(label_map == k, axis=0))
+        out.append(
+            {
+                "label": k,
+                "box": [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1],
+                "area": float(counts[k] / (h * w)),
+                "centroid": [float(cx[k]), float(cy[k])],
+            }
+        )
+    return out

@@ -1,0 +1,134 @@
+"""``pipeline("image-quality")``: image(s) -> score, regions and the RSA attention map."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+from transformers import Pipeline
+
+from .image_utils_rsfiqa import ImageLoadError, describe_source, load_image_rgb
+from .partition_rsfiqa import region_summaries, resize_label_map
+
+__all__ = ["ImageQualityPipeline"]
+
+
+class ImageQualityPipeline(Pipeline):
+    """No-reference image quality with region-aware semantic attention (RSFIQA).
+
+    Call with a file path, a PIL image, a numpy array, or a list of them. Per image it returns::
+
+        {"score": float,                 # on model.config.score_range, higher_is_better as configured
+         "regions": [{"label", "box": [x0, y0, x1, y1], "area", "centroid", "score", "importance"}, ...],
+         "attention_map": np.ndarray,     # (h, w) in [0, 1], RSA attention at region-label resolution
+         "source": str, "size": (width, height)}
+
+    Keyword arguments: ``skip_errors=True`` returns ``{"score": None, "error": ..., "source": ...}`` for an
+    image that cannot be decoded instead of raising (so one bad file in a list does not lose the others);
+    ``return_region_map=True`` adds the full-resolution region label map; ``annotations=`` passes MLLM
+    region annotations for a single image.
+    """
+
+    _load_processor = True
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def _sanitize_parameters(
+        self,
+        skip_errors: bool | None = None,
+        return_region_map: bool | None = None,
+        annotations: dict | None = None,
+        **kwargs: Any,
+    ):
+        preprocess, postprocess = {}, {}
+        if skip_errors is not None:
+            preprocess["skip_errors"] = skip_errors
+        if annotations is not None:
+            preprocess["annotations"] = annotations
+        if return_region_map is not None:
+            postprocess["return_region_map"] = return_region_map
+        return preprocess, {}, postprocess
+
+    def preprocess(self, image: Any, skip_errors: bool = False, annotations: dict | None = None) -> dict:
+        source = describe_source(image)
+        try:
+            rgb = load_image_rgb(image)
+        except ImageLoadError as err:
+            if skip_errors:
+                return {"_error": str(err), "_source": source}
+            raise
+        inputs = self.processor(
+            rgb,
+            annotations=[annotations] if annotations is not None else None,
+            sam_model=getattr(self.model, "segmenter", None),
+            return_region_maps=True,
+        )
+        region_map = inputs.pop("region_maps")[0]
+        model_inputs = {k: v for k, v in inputs.items() if k in self.processor.model_input_names}
+        model_inputs["_meta"] = {"source": source, "size": rgb.size, "region_map": region_map}
+        return model_inputs
+
+    def _forward(self, model_inputs: dict) -> dict:
+        if "_error" in model_inputs:
+            return model_inputs
+        meta = model_inputs.pop("_meta")
+        outputs = self.model(**model_inputs)
+        return {
+            "score": outputs.score.float().cpu(),
+            "attention_map": outputs.attention_map.float().cpu(),
+            "region_scores": outputs.region_scores.float().cpu(),
+            "region_importance": outputs.region_importance.float().cpu(),
+            "_meta": meta,
+        }
+
+    def postprocess(self, model_outputs: dict, return_region_map: bool = False) -> dict:
+        if "_error" in model_outputs:
+            return {"score": None, "error": model_outputs["_error"], "source": model_outputs["_source"]}
+        meta = model_outputs["_meta"]
+        region_map = meta["region_map"]
+        region_scores = model_outputs["region_scores"][0].numpy()
+        importance = model_outputs["region_importance"][0].numpy()
+        regions = []
+        for summary in region_summaries(region_map):
+            k = summary["label"]
+            regions.append({**summary, "score": float(region_scores[k]), "importance": float(importance[k])})
+        result = {
+            "score": float(model_outputs["score"][0]),
+            "regions": regions,
+            "attention_map": model_outputs["attention_map"][0].numpy(),
+            "source": meta["source"],
+            "size": tuple(meta["size"]),
+        }
+        if return_region_map:
+            result["region_map"] = region_map
+        return result
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Save model, config (with the custom pipeline) and the full processor (not only its image part)."""
+        super().save_pretrained(save_directory, **kwargs)
+        if self.processor is not None:
+            self.processor.save_pretrained(save_directory)
+        # the registry's default model is a path inside this installation: meaningless elsewhere
+        config_path = os.path.join(save_directory, "config.json")
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+        for info in (config.get("custom_pipelines") or {}).values():
+            info.pop("default", None)
+        with open(config_path, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+
+def quality_map(region_map: np.ndarray, regions: list[dict], size: tuple[int, int] | None = None) -> np.ndarray:
+    """Paint per-region scores into an image-sized map (``size=(height, width)``; NaN where no region)."""
+    lut = np.full(int(region_map.max()) + 1, np.nan, dtype=np.float32)
+    for r in regions:
+        lut[r["label"]] = r["score"]
+    painted = lut[region_map]
+    if size is not None and painted.shape != tuple(size):
+        idx = resize_label_map(region_map, size)
+        painted = lut[idx]
+    return painted
