@@ -56,6 +56,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -553,6 +554,10 @@ def model_fingerprint(model: torch.nn.Module, model_id: str | None = None, hash_
         h.update(json.dumps(d, sort_keys=True, default=str).encode())
     if hash_weights is None:
         hash_weights = name == "unnamed"
+    if os.path.isdir(name):  # a local folder: its weight files' names and sizes (cheap, catches re-saves)
+        for fname in sorted(os.listdir(name)):
+            if fname.endswith((".safetensors", ".bin")):
+                h.update(f"{fname}:{os.path.getsize(os.path.join(name, fname))}".encode())
     for pname, p in sorted(model.state_dict().items()):
         if hash_weights or "lora_" in pname or "adapter" in pname:
             h.update(pname.encode())
@@ -609,6 +614,7 @@ class RegionAnnotator:
         self.eos_ids = sorted({int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None})
         self.pad_id = int(pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0))
         self._fingerprint: str | None = None
+        self.device = next(model.parameters()).device
         self.calls = {"annotate": 0, "prefix_forward": 0, "generate": 0}
 
     # -- identity -------------------------------------------------------------------------------------------
@@ -663,12 +669,14 @@ class RegionAnnotator:
         if images:
             kwargs["images"] = images
         enc = self.processor(**kwargs)
-        tokens = {k: v[0] for k, v in enc.items() if k in _TOKEN_ALIGNED and k != "attention_mask"}
-        vision = {k: v for k, v in enc.items() if k not in _TOKEN_ALIGNED and isinstance(v, torch.Tensor)}
+        tokens = {k: v[0].to(self.device) for k, v in enc.items() if k in _TOKEN_ALIGNED and k != "attention_mask"}
+        vision = {k: v.to(self.device) for k, v in enc.items() if k not in _TOKEN_ALIGNED and isinstance(v, torch.Tensor)}
+        if "pixel_values" in vision and vision["pixel_values"].is_floating_point():
+            vision["pixel_values"] = vision["pixel_values"].to(self.model.dtype)
         return _Piece(tokens, vision)
 
     def _encode_tokens(self, text: str) -> torch.Tensor:
-        return torch.tensor(self.tokenizer.encode(text, add_special_tokens=False), dtype=torch.long)
+        return torch.tensor(self.tokenizer.encode(text, add_special_tokens=False), dtype=torch.long, device=self.device)
 
     def build_inputs(self, image: Image.Image, label_map: np.ndarray) -> tuple[_Piece, list[_Piece]]:
         """Tokenised shared prefix and one suffix per region."""
@@ -702,7 +710,7 @@ class RegionAnnotator:
         ids = torch.cat([p.ids for p in pieces])
         owner = self._rope_owner()
         if owner is None:
-            return torch.arange(ids.numel())[None]
+            return torch.arange(ids.numel(), device=ids.device)[None]
         kwargs: dict[str, Any] = {"input_ids": ids[None]}
         if all("mm_token_type_ids" in p.tokens for p in pieces):
             kwargs["mm_token_type_ids"] = torch.cat([p.tokens["mm_token_type_ids"] for p in pieces])[None]
@@ -752,7 +760,7 @@ class RegionAnnotator:
         self.calls["prefix_forward"] += 1
         out = self.model(
             input_ids=prefix.ids[None],
-            attention_mask=torch.ones(1, len(prefix), dtype=torch.long),
+            attention_mask=torch.ones(1, len(prefix), dtype=torch.long, device=self.device),
             position_ids=self._pos_arg(prefix_pos[:, None, :]),
             use_cache=True,
             logits_to_keep=1,
@@ -778,10 +786,10 @@ class RegionAnnotator:
             B = len(rows)
             S = max(len(suffixes[k]) for k in rows)
             n_pos = full_pos[0].shape[0]
-            ids = torch.full((B, S), self.pad_id, dtype=torch.long)
-            amask = torch.zeros(B, P + S, dtype=torch.long)
+            ids = torch.full((B, S), self.pad_id, dtype=torch.long, device=self.device)
+            amask = torch.zeros(B, P + S, dtype=torch.long, device=self.device)
             amask[:, :P] = 1
-            pos = torch.ones(n_pos, B, S, dtype=torch.long)
+            pos = torch.ones(n_pos, B, S, dtype=torch.long, device=self.device)
             for b, k in enumerate(rows):
                 L = len(suffixes[k])
                 ids[b, S - L :] = suffixes[k].ids
@@ -810,11 +818,11 @@ class RegionAnnotator:
                 if not keep or t == self.config.max_new_tokens - 1:
                     break
                 if len(keep) < len(active):
-                    idx = torch.tensor(keep, dtype=torch.long)
+                    idx = torch.tensor(keep, dtype=torch.long, device=self.device)
                     kv.batch_select_indices(idx)
                     amask, next_pos, tok = amask[idx], next_pos[:, idx], tok[idx]
                     active = [active[b] for b in keep]
-                amask = torch.cat([amask, torch.ones(len(active), 1, dtype=torch.long)], 1)
+                amask = torch.cat([amask, torch.ones(len(active), 1, dtype=torch.long, device=self.device)], 1)
                 out = self.model(
                     input_ids=tok[:, None],
                     attention_mask=amask,
@@ -838,7 +846,7 @@ class RegionAnnotator:
             if kind == "desc":
                 desc_idx.extend(range(len(ids), len(ids) + len(toks)))
             ids.extend(toks)
-        return torch.tensor(ids, dtype=torch.long), level_idx, desc_idx
+        return torch.tensor(ids, dtype=torch.long, device=self.device), level_idx, desc_idx
 
     @torch.no_grad()
     def _score(
@@ -864,7 +872,7 @@ class RegionAnnotator:
                 for key in prefix.tokens:
                     if key != "input_ids":
                         tokens[key] = torch.cat([prefix.tokens[key], suffixes[k].tokens[key], torch.zeros_like(ans)])[None]
-                keep = torch.tensor([base + i - 1 for i in lvl], dtype=torch.long)
+                keep = torch.tensor([base + i - 1 for i in lvl], dtype=torch.long, device=self.device)
                 out = self.model(
                     **tokens,
                     attention_mask=torch.ones_like(ids),
@@ -872,7 +880,7 @@ class RegionAnnotator:
                     output_hidden_states=want_h,
                     **_cat_vision([prefix, suffixes[k]]),
                 )
-                probs[k] = level_probs_from_logits(out.logits[0], self.level_ids)
+                probs[k] = level_probs_from_logits(out.logits[0].cpu(), self.level_ids)
                 if want_h:
                     embeds[k] = self._pool(out.hidden_states[-1][0], [base + i for i in desc])
             return probs, embeds
@@ -884,17 +892,17 @@ class RegionAnnotator:
             lens = [len(suffixes[k]) + len(answers[k][0]) for k in chunk]
             T = max(lens)
             n_pos = full_pos[0].shape[0]
-            ids = torch.full((B, T), self.pad_id, dtype=torch.long)
-            amask = torch.zeros(B, P + T, dtype=torch.long)
+            ids = torch.full((B, T), self.pad_id, dtype=torch.long, device=self.device)
+            amask = torch.zeros(B, P + T, dtype=torch.long, device=self.device)
             amask[:, :P] = 1
-            pos = torch.ones(n_pos, B, T, dtype=torch.long)
+            pos = torch.ones(n_pos, B, T, dtype=torch.long, device=self.device)
             for b, k in enumerate(chunk):
                 S, A = len(suffixes[k]), len(answers[k][0])
                 ids[b, :S] = suffixes[k].ids
                 ids[b, S : S + A] = answers[k][0]
                 amask[b, P : P + S + A] = 1
                 pos[:, b, :S] = full_pos[k][:, P:]
-                pos[:, b, S : S + A] = full_pos[k][:, -1:] + 1 + torch.arange(A)
+                pos[:, b, S : S + A] = full_pos[k][:, -1:] + 1 + torch.arange(A, device=self.device)
             wanted = sorted({len(suffixes[k]) + i - 1 for k in chunk for i in answers[k][1]})
             out = self.model(
                 input_ids=ids,
@@ -902,7 +910,7 @@ class RegionAnnotator:
                 position_ids=self._pos_arg(pos),
                 past_key_values=self._expand(cache, B),
                 use_cache=True,
-                logits_to_keep=torch.tensor(wanted, dtype=torch.long),
+                logits_to_keep=torch.tensor(wanted, dtype=torch.long, device=self.device),
                 output_hidden_states=want_h,
                 **_cat_vision([suffixes[k] for k in chunk]),
             )
@@ -910,7 +918,7 @@ class RegionAnnotator:
             for b, k in enumerate(chunk):
                 S = len(suffixes[k])
                 sel = [where[S + i - 1] for i in answers[k][1]]
-                probs[k] = level_probs_from_logits(out.logits[b, sel], self.level_ids)
+                probs[k] = level_probs_from_logits(out.logits[b, sel].cpu(), self.level_ids)
                 if want_h:
                     embeds[k] = self._pool(out.hidden_states[-1][b], [S + i for i in answers[k][2]])
         return probs, embeds
@@ -919,12 +927,12 @@ class RegionAnnotator:
     def _pool(hidden: torch.Tensor, idx: list[int]) -> np.ndarray:
         if not idx:
             return np.zeros(hidden.shape[-1], dtype=np.float32)
-        return hidden[idx].float().mean(0).numpy()
+        return hidden[idx].float().mean(0).cpu().numpy()
 
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], batched: bool = True) -> np.ndarray:
         """Mean-pooled last hidden states of the MLLM over each text alone: ``(N, D)`` float32."""
-        encoded = [self._encode_tokens(" " + t.strip()) if t.strip() else torch.zeros(0, dtype=torch.long) for t in texts]
+        encoded = [self._encode_tokens(" " + t.strip()) if t.strip() else torch.zeros(0, dtype=torch.long, device=self.device) for t in texts]
         dim = self.model.get_input_embeddings().embedding_dim
         out = np.zeros((len(texts), dim), dtype=np.float32)
         todo = [i for i, e in enumerate(encoded) if e.numel() > 0]
@@ -934,18 +942,18 @@ class RegionAnnotator:
         n_pos = 3 if self._rope_owner() is not None else 1
         for group in groups:
             T = max(encoded[i].numel() for i in group)
-            ids = torch.full((len(group), T), self.pad_id, dtype=torch.long)
-            amask = torch.zeros(len(group), T, dtype=torch.long)
+            ids = torch.full((len(group), T), self.pad_id, dtype=torch.long, device=self.device)
+            amask = torch.zeros(len(group), T, dtype=torch.long, device=self.device)
             for b, i in enumerate(group):
                 ids[b, : encoded[i].numel()] = encoded[i]
                 amask[b, : encoded[i].numel()] = 1
-            pos = torch.arange(T).expand(n_pos, len(group), T)
+            pos = torch.arange(T, device=self.device).expand(n_pos, len(group), T)
             res = self.model(
                 input_ids=ids, attention_mask=amask, position_ids=self._pos_arg(pos), output_hidden_states=True, logits_to_keep=1
             )
             h = res.hidden_states[-1].float()
             m = amask[..., None].float()
-            out[group] = ((h * m).sum(1) / m.sum(1)).numpy()
+            out[group] = ((h * m).sum(1) / m.sum(1)).cpu().numpy()
         return out
 
     # -- public entry ---------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -392,15 +393,19 @@ def list_image_items(data: str) -> list[tuple[str, Callable[[], Any]]]:
         if hasattr(ds, "keys") and not hasattr(ds, "column_names"):  # DatasetDict: all splits
             items = []
             for split in sorted(ds.keys()):
-                items += [(f"{split}/{i}", (lambda d=ds[split], j=i: d[j]["image"])) for i in range(len(ds[split]))]
+                items += [(f"{split}/{i}", partial(_dataset_image, ds[split], i)) for i in range(len(ds[split]))]
             return items
-        return [(str(i), (lambda j=i: ds[j]["image"])) for i in range(len(ds))]
+        return [(str(i), partial(_dataset_image, ds, i)) for i in range(len(ds))]
     files = []
     for folder, _, names in os.walk(data):
         for name in names:
             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
                 files.append(os.path.relpath(os.path.join(folder, name), data))
-    return [(rel, (lambda p=os.path.join(data, rel): p)) for rel in sorted(files)]
+    return [(rel, partial(os.path.join, data, rel)) for rel in sorted(files)]
+
+
+def _dataset_image(ds: Any, index: int) -> Any:
+    return ds[index]["image"]
 
 
 def annotate_items(
@@ -413,6 +418,7 @@ def annotate_items(
     world_size: int = 1,
     progress: bool = True,
     on_item: Callable[[str, str], None] | None = None,
+    method: str = "fast",
 ) -> dict[str, Any]:
     """Annotate this process's share (``items[rank::world_size]``) into ``store``; skip what is stored.
 
@@ -436,7 +442,7 @@ def annotate_items(
             stats["cached"] += 1
             status = "cached"
         else:
-            ann = annotator.annotate(pil, partition_fn(pil))
+            ann = annotator.annotate(pil, partition_fn(pil), method=method)
             store.put(key, ann, source=item_id)
             stats["computed"] += 1
             status = "computed"
