@@ -271,8 +271,7 @@ def resplit(data: Dataset | DatasetDict, seed: int, test_fraction: float = 0.2) 
     parts = list(data.values()) if isinstance(data, DatasetDict) else [data]
     full = datasets.concatenate_datasets(parts)
     meta = DatasetMeta.from_json(parts[0].info.description)
-    names = full["name"]
-    groups = _groups(full["reference"], names, meta.synthetic)
+    groups = _groups(list(full["reference"]), list(full["name"]), meta.synthetic)
     labels = assign_splits(groups, seed, test_fraction)
     full = full.remove_columns("split").add_column("split", labels, feature=Value("string"))
     meta.split, meta.split_seed, meta.test_fraction = "random", seed, test_fraction
