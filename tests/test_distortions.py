@@ -81,3 +81,15 @@ def test_bad_arguments_raise_clear_errors(clean):
             distort(clean, "jpeg", bad)
     with pytest.raises(TypeError, match="uint8"):
         DISTORTIONS["jpeg"](clean.astype(np.float32), 1, np.random.default_rng(0))
+
+
+def test_jpeg2000_fallback_without_openjpeg(clean, monkeypatch):
+    from modeling_rsfiqa import distortions_rsfiqa as d
+
+    monkeypatch.setattr(d, "JPEG2000_NATIVE", False)
+    monkeypatch.setattr(d._jpeg2000_fallback, "warned", False, raising=False)
+    with pytest.warns(RuntimeWarning, match="JPEG2000"):
+        first = distort(clean, "jpeg2000", 1)
+    psnr = [metrics.peak_signal_noise_ratio(clean, distort(clean, "jpeg2000", lvl)) for lvl in range(2, 6)]
+    psnr.insert(0, metrics.peak_signal_noise_ratio(clean, first))
+    assert all(a > b for a, b in zip(psnr, psnr[1:])) and first.shape == clean.shape
