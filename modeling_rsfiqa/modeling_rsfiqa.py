@@ -66,7 +66,7 @@ class RSFIQAOutput(ModelOutput):
 
 def region_masks_from_labels(region_labels: torch.Tensor, num_regions: int) -> torch.Tensor:
     """One-hot ``(B, K, h, w)`` float masks from an integer label map ``(B, h, w)``; -1 marks ignored pixels."""
-    if region_labels.min() < -1 or region_labels.max() >= num_regions:
+    if not region_labels.is_meta and (region_labels.min() < -1 or region_labels.max() >= num_regions):
         raise ValueError(
             f"region_labels must lie in [-1, {num_regions - 1}] (max_regions={num_regions}), "
             f"got [{int(region_labels.min())}, {int(region_labels.max())}]"

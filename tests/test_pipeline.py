@@ -1,0 +1,137 @@
+"""pipeline("image-quality"): schema, lists, bad inputs, the fixture, and Hub remote code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURE_DIR, ROOT, random_image
+from PIL import Image
+from transformers import AutoModel, pipeline
+
+import modeling_rsfiqa  # noqa: F401  (registers the Auto classes and the pipeline)
+from modeling_rsfiqa import ImageLoadError, ImageQualityPipeline, RSFIQAForQualityScoring
+
+
+@pytest.fixture(scope="module")
+def iqa():
+    return pipeline("image-quality", model=str(FIXTURE_DIR))
+
+
+def test_fixture_loads_with_auto_classes():
+    model = AutoModel.from_pretrained(FIXTURE_DIR)
+    assert isinstance(model, RSFIQAForQualityScoring)
+
+
+def test_output_schema(iqa, tmp_path):
+    assert isinstance(iqa, ImageQualityPipeline)
+    path = tmp_path / "photo.png"
+    Image.fromarray(random_image(40, 56)).save(path)
+    out = iqa(str(path))
+    assert isinstance(out["score"], float)
+    assert out["source"] == str(path) and out["size"] == (56, 40)
+    assert isinstance(out["attention_map"], np.ndarray) and out["attention_map"].ndim == 2
+    assert 1 <= len(out["regions"]) <= iqa.model.config.max_regions
+    for region in out["regions"]:
+        assert set(region) >= {"box", "area", "score", "importance", "label"}
+        x0, y0, x1, y1 = region["box"]
+        assert 0 <= x0 < x1 <= 56 and 0 <= y0 < y1 <= 40
+    assert sum(r["area"] for r in out["regions"]) == pytest.approx(1.0)
+
+
+def test_inputs_of_every_kind_agree(iqa, tmp_path):
+    array = random_image(40, 56)
+    path = tmp_path / "a.png"
+    Image.fromarray(array).save(path)
+    scores = [iqa(x)["score"] for x in (array, Image.fromarray(array), str(path))]
+    assert max(scores) - min(scores) < 1e-5
+    gray = iqa(Image.fromarray(array[..., 0]))
+    assert np.isfinite(gray["score"])
+
+
+def test_list_input_and_skip_errors(iqa, tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(random_image(40, 56)).save(good)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    results = iqa([str(good), str(broken), str(good)], skip_errors=True)
+    assert [r["score"] is None for r in results] == [False, True, False]
+    assert str(broken) in results[1]["error"]
+    assert results[0]["score"] == results[2]["score"]
+    with pytest.raises(ImageLoadError, match="broken.jpg"):
+        iqa([str(good), str(broken)])
+
+
+def test_region_map_option(iqa):
+    out = iqa(random_image(40, 56), return_region_map=True)
+    assert out["region_map"].shape == (40, 56)
+    assert out["region_map"].max() + 1 == len(out["regions"])
+
+
+def test_pipeline_scores_equal_model_forward(iqa):
+    image = random_image(40, 56)
+    inputs = iqa.processor(image)
+    with torch.no_grad():
+        direct = iqa.model(**inputs).score.item()
+    assert iqa(image)["score"] == pytest.approx(direct, abs=1e-5)
+
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_rsfiqa", "rsfiqa"):
+                raise ImportError("this environment does not have rsfiqa: " + name)
+    sys.meta_path.insert(0, Block())
+    try:
+        import modeling_rsfiqa  # noqa
+        raise SystemExit("the package should not be importable here")
+    except ImportError:
+        pass
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoModel, AutoProcessor, pipeline
+    folder, image_path = sys.argv[1], sys.argv[2]
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    pipe = pipeline(model=folder, trust_remote_code=True)
+    import torch
+    with torch.no_grad():
+        direct = model(**processor(Image.open(image_path))).score.item()
+    print(json.dumps({"model_module": type(model).__module__, "pipeline": type(pipe).__name__,
+                      "score": pipe(image_path)["score"], "direct": direct}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_remote_code_without_the_package(iqa, tmp_path):
+    """A saved folder loads where the package cannot be imported, and gives the same scores."""
+    folder = tmp_path / "hub-folder"
+    iqa.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_rsfiqa.RSFIQAForQualityScoring"
+    assert "default" not in config["custom_pipelines"]["image-quality"]
+    image_path = tmp_path / "img.png"
+    Image.fromarray(random_image(40, 56)).save(image_path)
+    expected = iqa(str(image_path))["score"]
+    script = tmp_path / "remote.py"
+    script.write_text(REMOTE_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(folder), str(image_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["model_module"].startswith("transformers_modules.")
+    assert result["pipeline"] == "ImageQualityPipeline"
+    assert result["score"] == pytest.approx(expected, abs=1e-5)
+    assert result["direct"] == pytest.approx(expected, abs=1e-5)
+    assert ROOT.name  # the subprocess ran outside the repository (cwd=tmp_path)
