@@ -35,6 +35,9 @@ class RSFIQAConfig(PreTrainedConfig):
             ``__init__`` (weights are loaded after construction, as transformers v5 requires).
         backbone_freeze_bn: keep the backbone's batch-norm layers in eval mode while training (small
             IQA batches make batch statistics noisy).
+        backbone_freeze_prefix: freeze the backbone up to and including the first stage RSA uses; that
+            stage's output can then be computed once and cached (``encode_prefix`` / ``prefix_features``),
+            which makes fine-tuning the remaining stages on a CPU several times cheaper.
         image_size: (height, width) of ``pixel_values``; image_mean / image_std: normalisation.
     Regions (step 1 of the paper):
         partition_method: ``"sam"`` (automatic mask generation with the ``sam_config`` model) or
@@ -71,6 +74,7 @@ class RSFIQAConfig(PreTrainedConfig):
     backbone_out_indices: list[int] = field(default_factory=lambda: [4])
     backbone_pretrained: str | None = None
     backbone_freeze_bn: bool = False
+    backbone_freeze_prefix: bool = False
     image_size: list[int] = field(default_factory=lambda: [384, 384])
     image_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     image_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])

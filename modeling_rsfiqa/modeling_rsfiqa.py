@@ -100,6 +100,22 @@ def region_geometry(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([area / (h * w), cx, cy, sx, sy], -1)
 
 
+def _sequential_units(backbone: nn.Module) -> tuple[list[tuple[str, nn.Module]] | None, list[str]]:
+    """Flatten a sequential timm feature extractor into (name, module) units + the names that emit features.
+
+    Supports timm's EfficientNet/MobileNet family (``conv_stem``, ``bn1``, ``blocks.i``) and
+    ``FeatureListNet``/``FeatureDictNet`` (ResNet, ConvNeXt, ...); returns ``(None, names)`` otherwise.
+    """
+    names = list(backbone.feature_info.module_name())
+    if type(backbone).__name__ == "EfficientNetFeatures":
+        units = [("conv_stem", backbone.conv_stem), ("bn1", backbone.bn1)]
+        units += [(f"blocks.{i}", block) for i, block in enumerate(backbone.blocks)]
+        return units, names
+    if hasattr(backbone, "return_layers") and hasattr(backbone, "items"):
+        return list(backbone.items()), list(backbone.return_layers)
+    return None, names
+
+
 class RegionAwareSemanticAttention(nn.Module):
     """Region tokens -> per-region importance logits (the "RSA" of RSFIQA, our reconstruction).
 
@@ -193,6 +209,7 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             **(config.backbone_kwargs or {}),
         )
         self.stage_channels = list(self.backbone.feature_info.channels())
+        self._units, self._feature_units = _sequential_units(self.backbone)
         pool_factor = 2 if config.region_pooling == "mean_std" else 1
         visual_dim = pool_factor * sum(self.stage_channels)
         self.rsa = RegionAwareSemanticAttention(config, visual_dim)
@@ -214,6 +231,9 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             foreign += list(self.segmenter.modules())
         self._foreign_module_ids = {id(m) for m in foreign}
         self.post_init()
+        if config.backbone_freeze_prefix:
+            for module in self._prefix_modules():
+                module.requires_grad_(False)
 
     # ----------------------------------------------------------------------------------------------
     def load_pretrained_backbone(self, source: str | None = None) -> None:
@@ -253,10 +273,40 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             for m in self.backbone.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
+        if mode and self.config.backbone_freeze_prefix:
+            for module in self._prefix_modules():
+                module.eval()
         return self
 
-    def _backbone_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        feats = self.backbone(pixel_values)
+    # -- frozen-prefix caching ---------------------------------------------------------------------
+    def _prefix_modules(self) -> list[nn.Module]:
+        if self._units is None:
+            raise NotImplementedError(
+                f"backbone_freeze_prefix needs a sequential timm feature extractor; {type(self.backbone).__name__} is not"
+            )
+        first = self._feature_units[0]
+        return [m for name, m in self._units[: [n for n, _ in self._units].index(first) + 1]]
+
+    @torch.no_grad()
+    def encode_prefix(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Output of the backbone up to the first RSA stage: cache it and pass it back as ``prefix_features``."""
+        x = pixel_values
+        for module in self._prefix_modules():
+            x = module(x)
+        return x
+
+    def _backbone_features(
+        self, pixel_values: torch.Tensor | None, prefix_features: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        if prefix_features is not None:
+            n_prefix = len(self._prefix_modules())
+            x, feats = prefix_features, [prefix_features]
+            for name, module in self._units[n_prefix:]:
+                x = module(x)
+                if name in self._feature_units:
+                    feats.append(x)
+        else:
+            feats = self.backbone(pixel_values)
         out = []
         for f, c in zip(feats, self.stage_channels):
             if f.shape[1] != c and f.shape[-1] == c:  # NHWC backbones (e.g. Swin) -> NCHW
@@ -266,12 +316,13 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
         region_labels: torch.Tensor | None = None,
         region_text_embeds: torch.Tensor | None = None,
         region_distortion_levels: torch.Tensor | None = None,
         region_annotation_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        prefix_features: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ) -> RSFIQAOutput | tuple:
         r"""
@@ -286,19 +337,24 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             region_annotation_mask (`torch.BoolTensor` of shape `(batch, K)`, *optional*): which regions have
                 annotations; the others use the learned "no description" embedding.
             labels (`torch.FloatTensor` of shape `(batch,)`, *optional*): human scores (MOS) on `score_range`.
+            prefix_features (`torch.FloatTensor`, *optional*): cached `encode_prefix(pixel_values)`; replaces
+                `pixel_values` (used to fine-tune the later stages cheaply when `backbone_freeze_prefix`).
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
-        b = pixel_values.shape[0]
+        reference = prefix_features if prefix_features is not None else pixel_values
+        if reference is None:
+            raise ValueError("Pass pixel_values (or cached prefix_features)")
+        b, device = reference.shape[0], reference.device
         k = config.max_regions
         if region_labels is None:
             h, w = config.label_size
-            region_labels = torch.zeros(b, h, w, dtype=torch.long, device=pixel_values.device)
+            region_labels = torch.zeros(b, h, w, dtype=torch.long, device=device)
         if region_labels.ndim != 3 or region_labels.shape[0] != b:
             raise ValueError(f"region_labels must be (batch, h, w) with batch={b}, got {tuple(region_labels.shape)}")
 
-        features = self._backbone_features(pixel_values)
-        onehot = region_masks_from_labels(region_labels.to(pixel_values.device), k)  # (B, K, h, w)
+        features = self._backbone_features(pixel_values, prefix_features)
+        onehot = region_masks_from_labels(region_labels.to(device), k)  # (B, K, h, w)
         region_mask = onehot.sum((-2, -1)) > 0
         dtype = features[0].dtype
         stage_masks = [F.adaptive_avg_pool2d(onehot, f.shape[-2:]).to(dtype) for f in features]

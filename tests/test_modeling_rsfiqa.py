@@ -178,3 +178,25 @@ def test_pretrained_backbone_loads_after_construction(shared_dir):
 
     ref = load_file(str(weights))
     torch.testing.assert_close(model.backbone.conv_stem.weight, ref["conv_stem.weight"])
+
+
+@pytest.mark.parametrize("backbone", ["test_efficientnet", "resnet18"])
+def test_frozen_prefix_cache_equals_full_forward(backbone):
+    torch.manual_seed(0)
+    config = tiny_config(backbone_name=backbone, backbone_freeze_prefix=True, use_region_descriptions=False)
+    model = RSFIQAForQualityScoring(config)
+    x = torch.randn(2, 3, *config.image_size)
+    labels = make_region_labels(config, 2)
+    model.eval()
+    with torch.no_grad():
+        full = model(pixel_values=x, region_labels=labels)
+        cached = model(prefix_features=model.encode_prefix(x), region_labels=labels)
+    torch.testing.assert_close(full.score, cached.score, atol=1e-5, rtol=1e-5)
+    prefix_params = {id(p) for m in model._prefix_modules() for p in m.parameters()}
+    assert prefix_params and all(not p.requires_grad for p in model.parameters() if id(p) in prefix_params)
+    model.train()
+    assert all(not m.training for m in model._prefix_modules())
+    out = model(prefix_features=model.encode_prefix(x), region_labels=labels, labels=torch.tensor([30.0, 70.0]))
+    out.loss.backward()
+    later = [p for p in model.backbone.parameters() if p.requires_grad]
+    assert later and all(p.grad is not None for p in later)
