@@ -310,7 +310,8 @@ class AnnotationStore:
                 continue
             keys = table.column("key").to_pylist()
             keep = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]
-            tables.append(table.take(keep))
+            if keep:
+                tables.append(table.take(pa.array(keep, type=pa.int64())))
         merged = pa.concat_tables(tables).sort_by("key")
         out = os.path.join(self.root, f"compact-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet")
         _atomic_write_table(merged, out)
@@ -333,7 +334,7 @@ class AnnotationStore:
         keys = table.column("key").to_pylist()
         seen: set[str] = set()
         keep = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]
-        return Dataset(table.take(keep).sort_by("key"))
+        return Dataset(table.take(pa.array(keep, type=pa.int64())).sort_by("key"))
 
     def __enter__(self) -> AnnotationStore:
         return self
