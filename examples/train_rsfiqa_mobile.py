@@ -1,0 +1,224 @@
+"""Train rsfiqa-mobile, the default model shipped in the package, on CLIVE (../shared/data/clive-train).
+
+    python examples/train_rsfiqa_mobile.py --output_dir outputs/rsfiqa-mobile [--ship]
+
+Recipe (measured on a fixed 80/20 split of the 813 CLIVE training images, see the model card):
+* RSFIQA with a MobileNetV2 backbone (TF-PTQ ImageNet weights, TF "same" padding, BN folded and frozen),
+  superpixel regions (no SAM / MLLM offline), RSA over backbone stages 3 and 4, mean+std pooling;
+* the stem .. stage 3 is frozen and its output is computed ONCE per image and per horizontal flip
+  (``model.encode_prefix``) and cached on disk: epochs then cost only stages 4 + RSA + head;
+* augmentation: horizontal flip and random 24x24-cell crops of the cached stride-16 map (~384 px of the
+  500 px image) with the matching crop of the region label map; evaluation on the full image;
+* AdamW, backbone lr 1e-4 / new layers 1e-3, cosine schedule with 5% warm-up, L1 + PLCC loss on z-scored
+  MOS, best epoch by validation SRCC (Trainer: checkpoints every epoch, ``--resume`` continues).
+
+Validation split: file names sorted, ``np.random.RandomState(0).permutation(n)``, the last 20% validate.
+``--ship`` copies the final model, processor and model card into ``modeling_rsfiqa/default_model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import Trainer, TrainingArguments, get_cosine_schedule_with_warmup
+
+from modeling_rsfiqa.image_utils_rsfiqa import load_image_rgb
+from modeling_rsfiqa.metrics_rsfiqa import compute_iqa_metrics
+from modeling_rsfiqa.presets_rsfiqa import create_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", default=str(SHARED / "data" / "clive-train"))
+    p.add_argument("--weights", default=str(SHARED / "weights" / "mobilenetv2_100.tf2ptq_in1k.safetensors"))
+    p.add_argument("--output_dir", default=str(ROOT / "outputs" / "rsfiqa-mobile"))
+    p.add_argument("--cache_dir", default=None, help="prefix-feature cache (default: <output_dir>/cache)")
+    p.add_argument("--epochs", type=float, default=6)
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new layers (RSA, head)")
+    p.add_argument("--backbone_lr", type=float, default=1e-4)
+    p.add_argument("--weight_decay", type=float, default=1e-4)
+    p.add_argument("--crop_cells", type=int, default=24, help="random crop of the stride-16 map (0 = none)")
+    p.add_argument("--val_fraction", type=float, default=0.2)
+    p.add_argument("--full", action="store_true", help="train on all images (no validation; fixed epochs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke tests)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in output_dir")
+    p.add_argument("--ship", action="store_true", help="copy the result into modeling_rsfiqa/default_model")
+    return p.parse_args(argv)
+
+
+def split_indices(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.RandomState(0).permutation(n)
+    cut = int(round((1 - val_fraction) * n))
+    return np.sort(perm[:cut]), np.sort(perm[cut:])
+
+
+def build_cache(model, processor, files: list[Path], cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prefix features (N, 2, C, h, w) fp16 for image + h-flip, and label maps (N, 2, 2h, 2w) int16.
+
+    Computed in chunks saved as they finish, so an interrupted run resumes where it stopped."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    chunk = 64
+    parts = []
+    for start in tqdm(range(0, len(files), chunk), desc="caching prefix features", unit="chunk"):
+        path = cache_dir / f"prefix_{start:05d}.pt"
+        if path.exists():
+            parts.append(torch.load(path))
+            continue
+        feats, maps = [], []
+        for f in files[start : start + chunk]:
+            image = load_image_rgb(f)
+            pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"]
+            x = torch.cat([pixel_values, pixel_values.flip(-1)])
+            pre = model.encode_prefix(x)
+            label_size = (2 * pre.shape[-2], 2 * pre.shape[-1])
+            labels = processor.partition(image, output_size=label_size)
+            feats.append(pre.half())
+            maps.append(torch.from_numpy(np.stack([labels, labels[:, ::-1].copy()]).astype(np.int16)))
+        part = (torch.stack(feats), torch.stack(maps))
+        torch.save(part, str(path) + ".tmp")
+        Path(str(path) + ".tmp").replace(path)  # atomic: a killed run never leaves half a chunk
+        parts.append(part)
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+class CachedPrefixDataset(torch.utils.data.Dataset):
+    """Items ``{prefix_features, region_labels, labels}`` from the cache, with flip + crop when training."""
+
+    def __init__(self, feats, maps, mos, indices, train: bool, crop_cells: int, seed: int):
+        self.feats, self.maps, self.mos, self.indices = feats, maps, mos, indices
+        self.train, self.crop = train, crop_cells
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        j = int(self.indices[i])
+        flip = int(self.rng.integers(2)) if self.train else 0
+        f, m = self.feats[j, flip].float(), self.maps[j, flip].long()
+        if self.train and self.crop and self.crop < f.shape[-1]:
+            h, w = f.shape[-2:]
+            y0, x0 = int(self.rng.integers(h - self.crop + 1)), int(self.rng.integers(w - self.crop + 1))
+            f = f[:, y0 : y0 + self.crop, x0 : x0 + self.crop]
+            m = m[2 * y0 : 2 * (y0 + self.crop), 2 * x0 : 2 * (x0 + self.crop)]
+        return {"prefix_features": f, "region_labels": m, "labels": torch.tensor(float(self.mos[j]))}
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    preds = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    return compute_iqa_metrics(np.asarray(preds).reshape(-1), np.asarray(eval_pred.label_ids).reshape(-1))
+
+
+def write_model_card(out: Path, metrics: dict, info: dict) -> None:
+    keys = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
+    rows = "\n".join(f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics)
+    card = (ROOT / "examples" / "rsfiqa_mobile_card.md").read_text().format(metrics_table=rows, **info)
+    (out / "README.md").write_text(card)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.output_dir)
+    data_dir = Path(args.data_dir)
+    rows = sorted(csv.DictReader(open(data_dir / "metadata.csv")), key=lambda r: r["file_name"])
+    rows = rows[: args.limit] if args.limit else rows
+    files = [data_dir / r["file_name"] for r in rows]
+    mos = np.array([float(r["mos"]) for r in rows], dtype=np.float32)
+    train_idx, val_idx = split_indices(len(files), args.val_fraction)
+    if args.full:
+        train_idx, val_idx = np.arange(len(files)), np.array([], dtype=int)
+
+    model, processor = create_model("rsfiqa-mobile", pretrained_backbone=args.weights)
+    model.config.label_mean = float(mos[train_idx].mean())
+    model.config.label_std = float(mos[train_idx].std())
+    model.config.backbone_pretrained = Path(args.weights).name
+    model.eval()
+    t0 = time.time()
+    feats, maps = build_cache(model, processor, files, Path(args.cache_dir or out / "cache"))
+    cache_seconds = time.time() - t0
+
+    train_ds = CachedPrefixDataset(feats, maps, mos, train_idx, True, args.crop_cells, args.seed)
+    val_ds = CachedPrefixDataset(feats, maps, mos, val_idx, False, 0, args.seed) if len(val_idx) else None
+    steps_per_epoch = math.ceil(len(train_ds) / args.batch_size)
+    total_steps = int(math.ceil(args.epochs * steps_per_epoch))
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    backbone_ids = {id(p) for p in backbone}
+    new = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": backbone, "lr": args.backbone_lr}, {"params": new, "lr": args.lr}], weight_decay=args.weight_decay
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, int(0.05 * total_steps)), total_steps)
+    training_args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=32,
+        eval_strategy="epoch" if val_ds else "no",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=val_ds is not None,
+        metric_for_best_model="srcc",
+        greater_is_better=True,
+        logging_steps=10,
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        seed=args.seed,
+    )
+    trainer = Trainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=val_ds,
+                      compute_metrics=compute_metrics, optimizers=(optimizer, scheduler))
+    t1 = time.time()
+    trainer.train(resume_from_checkpoint=args.resume or None)
+    train_seconds = time.time() - t1
+    metrics = trainer.evaluate() if val_ds else {}
+    metrics = {k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, float)}
+    print(json.dumps(metrics, indent=2))
+
+    final = out / "final"
+    model.eval()
+    trainer.save_model(str(final))
+    processor.save_pretrained(final)
+    for stale in final.glob("*.py"):  # the package provides the code; Hub exports keep them (pipeline.save)
+        stale.unlink()
+    (final / "training_args.bin").unlink(missing_ok=True)
+    info = {
+        "n_train": len(train_idx), "n_val": len(val_idx), "epochs": args.epochs, "batch_size": args.batch_size,
+        "lr": args.lr, "backbone_lr": args.backbone_lr, "crop_cells": args.crop_cells,
+        "cache_minutes": cache_seconds / 60, "train_minutes": train_seconds / 60,
+        "label_mean": model.config.label_mean, "label_std": model.config.label_std,
+        "command": "python examples/train_rsfiqa_mobile.py --output_dir outputs/rsfiqa-mobile --ship",
+    }
+    (final / "training_summary.json").write_text(json.dumps({"metrics": metrics, **info}, indent=2))
+    shutil.copy(ROOT / "examples" / "NOTICE-rsfiqa-mobile.txt", final / "NOTICE.txt")
+    shutil.copy(data_dir / "LIVE_COPYRIGHT.txt", final / "LIVE_COPYRIGHT.txt")
+    write_model_card(final, metrics, info)
+    print(f"saved {final} (cache {cache_seconds / 60:.1f} min, training {train_seconds / 60:.1f} min)")
+    if args.ship:
+        target = ROOT / "modeling_rsfiqa" / "default_model"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(final, target)
+        print(f"shipped to {target}")
+
+
+if __name__ == "__main__":
+    main()
