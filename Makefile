@@ -25,8 +25,20 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# the benchmark's own environment: this package from .venv plus brisque + OpenCV (and numpy<2.4, which
+# brisque 0.2 needs); none of them become dependencies of the package
+.venv-bench/.ready: $(STAMP)
+	test -x .venv-bench/bin/python || $(PY) -m venv .venv-bench
+	$(BIN)/python -c "import site; print(site.getsitepackages()[0])" > .venv-bench/base.txt
+	.venv-bench/bin/python -c "import site,sys; open(site.getsitepackages()[0] + '/base-venv.pth','w').write(open('.venv-bench/base.txt').read())"
+	.venv-bench/bin/pip install -q brisque opencv-python-headless "numpy<2.4"
+	touch .venv-bench/.ready
+
+bench: .venv-bench/.ready
+	.venv-bench/bin/python benchmarks/bench_default.py
+
 fixture: $(STAMP)
 	$(BIN)/python tests/fixtures/make_tiny_random_rsfiqa.py
 
 clean:
-	rm -rf $(VENV) report build *.egg-info
+	rm -rf $(VENV) .venv-bench report build *.egg-info
