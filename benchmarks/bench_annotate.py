@@ -19,7 +19,12 @@ from PIL import Image
 
 
 def main() -> None:
-    from modeling_rsfiqa.annotation_rsfiqa import AnnotatorConfig, RegionAnnotator, build_random_vlm, grid_label_map
+    from modeling_rsfiqa.annotation_rsfiqa import (
+        AnnotatorConfig,
+        RegionAnnotator,
+        build_random_vlm,
+        grid_label_map,
+    )
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--regions", type=int, default=8, help="grid regions (2 rows)")
@@ -61,10 +66,9 @@ def main() -> None:
     identical = naive.raw_texts == fast.raw_texts and naive.meta["generated_tokens"] == fast.meta["generated_tokens"]
     t_naive, t_fast = min(times["naive"]), min(times["fast"])
     print(f"generated tokens per region: {fast.meta['generated_tokens']}")
-    print(
-        "max |level_probs naive - fast| = %.2e, max |text_embeds naive - fast| = %.2e"
-        % (np.abs(naive.level_probs - fast.level_probs).max(), np.abs(naive.text_embeds - fast.text_embeds).max())
-    )
+    d_probs = np.abs(naive.level_probs - fast.level_probs).max()
+    d_embeds = np.abs(naive.text_embeds - fast.text_embeds).max()
+    print(f"max |level_probs naive - fast| = {d_probs:.2e}, max |text_embeds naive - fast| = {d_embeds:.2e}")
     print(f"naive: {t_naive:.2f} s/image (runs: {', '.join(f'{t:.2f}' for t in times['naive'])})")
     print(f"optimised: {t_fast:.2f} s/image (runs: {', '.join(f'{t:.2f}' for t in times['fast'])})")
     print(f"speedup={t_naive / t_fast:.2f} identical={identical}")
