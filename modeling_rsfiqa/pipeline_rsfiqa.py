@@ -41,6 +41,8 @@ class ImageQualityPipeline(Pipeline):
         skip_errors: bool | None = None,
         return_region_map: bool | None = None,
         annotations: dict | None = None,
+        annotator: Any = None,
+        annotation_store: Any = None,
         **kwargs: Any,
     ):
         preprocess, postprocess = {}, {}
@@ -48,11 +50,21 @@ class ImageQualityPipeline(Pipeline):
             preprocess["skip_errors"] = skip_errors
         if annotations is not None:
             preprocess["annotations"] = annotations
+        if annotator is not None:
+            preprocess["annotator"] = annotator
+            preprocess["annotation_store"] = annotation_store
         if return_region_map is not None:
             postprocess["return_region_map"] = return_region_map
         return preprocess, {}, postprocess
 
-    def preprocess(self, image: Any, skip_errors: bool = False, annotations: dict | None = None) -> dict:
+    def preprocess(
+        self,
+        image: Any,
+        skip_errors: bool = False,
+        annotations: dict | None = None,
+        annotator: Any = None,
+        annotation_store: Any = None,
+    ) -> dict:
         source = describe_source(image)
         try:
             rgb = load_image_rgb(image)
@@ -60,15 +72,24 @@ class ImageQualityPipeline(Pipeline):
             if skip_errors:
                 return {"_error": str(err), "_source": source}
             raise
+        sam_model = getattr(self.model, "segmenter", None)
+        region_labels = None
+        if annotator is not None and annotations is None:
+            anns, maps = self.processor.annotate([rgb], annotator, annotation_store, sam_model=sam_model)
+            annotations, region_labels = anns[0], maps
+        elif annotations is not None and annotations.get("label_map") is not None:
+            region_labels = [np.asarray(annotations["label_map"])]
         inputs = self.processor(
             rgb,
+            region_labels=region_labels,
             annotations=[annotations] if annotations is not None else None,
-            sam_model=getattr(self.model, "segmenter", None),
+            sam_model=sam_model,
             return_region_maps=True,
         )
         region_map = inputs.pop("region_maps")[0]
         model_inputs = {k: v for k, v in inputs.items() if k in self.processor.model_input_names}
-        model_inputs["_meta"] = {"source": source, "size": rgb.size, "region_map": region_map}
+        model_inputs["_meta"] = {"source": source, "size": rgb.size, "region_map": region_map,
+                                 "annotations": annotations}
         return model_inputs
 
     def _forward(self, model_inputs: dict) -> dict:
@@ -91,10 +112,17 @@ class ImageQualityPipeline(Pipeline):
         region_map = meta["region_map"]
         region_scores = model_outputs["region_scores"][0].numpy()
         importance = model_outputs["region_importance"][0].numpy()
+        annotations = meta.get("annotations")
         regions = []
         for summary in region_summaries(region_map):
             k = summary["label"]
-            regions.append({**summary, "score": float(region_scores[k]), "importance": float(importance[k])})
+            region = {**summary, "score": float(region_scores[k]), "importance": float(importance[k])}
+            if annotations is not None and k < len(annotations.get("descriptions", [])):
+                region["description"] = annotations["descriptions"][k]
+                region["distortion_levels"] = dict(
+                    zip(annotations.get("dimensions", []), np.asarray(annotations["distortion_levels"][k]).tolist())
+                )
+            regions.append(region)
         result = {
             "score": float(model_outputs["score"][0]),
             "regions": regions,

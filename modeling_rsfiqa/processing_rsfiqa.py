@@ -7,6 +7,7 @@ prompting of RSFIQA's region-understanding step (the prompt is versioned; the an
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,6 +151,8 @@ class RSFIQAProcessor(ProcessorMixin):
         region_labels: Sequence[np.ndarray] | None = None,
         annotations: Sequence[dict[str, Any] | None] | None = None,
         sam_model: Any = None,
+        annotator: Any = None,
+        annotation_store: Any = None,
         return_region_maps: bool = False,
         return_tensors: str | None = "pt",
         **kwargs: Any,
@@ -164,6 +167,9 @@ class RSFIQAProcessor(ProcessorMixin):
             annotations: per image, the MLLM region annotations (``ImageAnnotations.to_dict()``: arrays
                 ``text_embeds (R, D)`` and ``distortion_levels (R, n_dims)`` on the 1..5 scale), or None.
             sam_model: the SAM model used when ``partition_method="sam"``.
+            annotator / annotation_store: a ``RegionAnnotator`` (MLLM) and optional ``AnnotationStore``: when
+                given (and ``annotations`` is not), each image's regions are annotated, the store being looked
+                up first (see :meth:`annotate`); region labels then come from the annotated partition.
             return_region_maps: also return the label maps at each image's original size
                 (``region_maps``, a list of int32 arrays) for reports and region boxes.
 
@@ -179,6 +185,8 @@ class RSFIQAProcessor(ProcessorMixin):
         if not images:
             raise ValueError("`images` is an empty list")
         rgb = [load_image_rgb(im) for im in images]
+        if annotator is not None and annotations is None:
+            annotations, region_labels = self.annotate(rgb, annotator, annotation_store, region_labels, sam_model)
         if region_labels is not None and len(region_labels) != len(rgb):
             raise ValueError(f"got {len(region_labels)} region label maps for {len(rgb)} images")
         if annotations is not None and len(annotations) != len(rgb):
@@ -209,6 +217,41 @@ class RSFIQAProcessor(ProcessorMixin):
         if return_region_maps:
             batch["region_maps"] = full_maps
         return batch
+
+    def annotate(
+        self,
+        images: Sequence[Any],
+        annotator: Any,
+        store: Any = None,
+        region_labels: Sequence[np.ndarray] | None = None,
+        sam_model: Any = None,
+        method: str = "fast",
+    ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+        """MLLM region annotations (RSFIQA step 2) for each image, looked up in ``store`` before computing.
+
+        The cache key is (image content hash, partition settings or label-map hash, MLLM id + adapter hash,
+        prompt version); on a hit neither the partition nor the MLLM runs. Returns the annotation dicts and the
+        label maps they refer to (region ``k`` of the annotation is label ``k`` of the map).
+        """
+        # imported by name, not by a relative import statement: Hub remote-code folders need only the
+        # scoring code, while annotation (datasets / parquet) is a feature of the installed package
+        store_module = importlib.import_module(".annotation_store_rsfiqa", __package__)
+        annotations, maps = [], []
+        for i, image in enumerate(images):
+            given = None if region_labels is None else np.asarray(region_labels[i])
+            ann = store_module.cached_annotate(
+                image,
+                annotator,
+                store,
+                label_map=given,
+                partition_fn=None if given is not None else (lambda im: self.partition(im, sam_model=sam_model)),
+                partition_settings=None if given is not None else self.partition_settings,
+                method=method,
+            )
+            data = ann.to_dict()
+            annotations.append(data)
+            maps.append(np.asarray(data["label_map"]) if data.get("label_map") is not None else given)
+        return annotations, maps
 
     def _annotation_tensors(self, annotations: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
         """Pad per-image region annotations to ``max_regions`` slots."""
