@@ -219,11 +219,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--recipe", default=None)
+    pre.add_argument("--eval_strategy", default=None)
     known, _ = pre.parse_known_args(argv)
     recipe: dict[str, Any] = {}
     if known.recipe:
         recipe = _recipe_defaults(parser, known.recipe)
         parser.set_defaults(**recipe)
+    if (known.eval_strategy or recipe.get("eval_strategy")) == "no" and "load_best_model_at_end" not in recipe:
+        parser.set_defaults(load_best_model_at_end=False)  # nothing to pick the best checkpoint by
     if len(argv) == 1 and argv[0].endswith(".json") and not known.recipe:  # HF-examples style: all args in a JSON
         return (*parser.parse_json_file(os.path.abspath(argv[0])), {})
     model_args, data_args, training_args, rest = parser.parse_args_into_dataclasses(args=argv)

@@ -203,6 +203,8 @@ def test_recipe_sets_defaults_and_command_line_wins(tmp_path):
     assert model_args.backbone_learning_rate == 5e-5 and model_args.freeze_backbone_stages == 2
     assert json.loads(model_args.loss_weights) == {"l1": 1, "plcc": 1, "rank": 0.3}
     assert data_args.label_column_name == "score" and info["recipe"] == str(recipe)
+    no_eval = train.parse_args(["--eval_strategy", "no", "--output_dir", str(tmp_path / "o"), "--use_cpu"])[2]
+    assert no_eval.load_best_model_at_end is False  # nothing to select the best checkpoint by
     recipe.write_text(json.dumps({"learning_rte": 1e-3}))
     with pytest.raises(ValueError, match="learning_rte"):
         train.parse_args(["--recipe", str(recipe), "--use_cpu"])
