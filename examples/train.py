@@ -464,8 +464,13 @@ def configure_trainable(model, model_args: ModelArguments) -> dict[str, str | No
         lora = (f"r={model_args.lora_r}, alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout} on the "
                 f"backbone ({model_args.lora_target_modules or 'Linear + safe Conv2d layers'}); merged into the saved weights")
         frozen = "backbone base weights (LoRA trains)"
-    for kind, row in trainable_parameter_summary(model).items():
+    summary = trainable_parameter_summary(model)
+    for kind, row in summary.items():
         logger.info("parameters %-8s trainable %9d  frozen %9d", kind, row["trainable"], row["frozen"])
+    backbone = summary.get("backbone", {"trainable": 0, "frozen": 0})
+    if frozen is None and backbone["frozen"]:
+        frozen = (f"{backbone['frozen']} of {backbone['frozen'] + backbone['trainable']} backbone parameters "
+                  f"(model config{', backbone_freeze_prefix' if getattr(model.config, 'backbone_freeze_prefix', False) else ''})")
     return {"frozen": frozen, "lora": lora}
 
 
