@@ -13,7 +13,9 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 __all__ = ["RSFIQAImageProcessor", "RSFIQAImageProcessorPil"]
 
 
-class RSFIQAImageProcessor(TorchvisionBackend):
+class _RSFIQADefaults:
+    """Defaults shared by both backends (overridden per model by ``RSFIQAProcessor.from_model_config``)."""
+
     model_input_names = ["pixel_values"]
     resample = PILImageResampling.BILINEAR
     image_mean = IMAGENET_DEFAULT_MEAN
@@ -25,13 +27,9 @@ class RSFIQAImageProcessor(TorchvisionBackend):
     do_convert_rgb = True
 
 
-class RSFIQAImageProcessorPil(PilBackend):
-    model_input_names = ["pixel_values"]
-    resample = PILImageResampling.BILINEAR
-    image_mean = IMAGENET_DEFAULT_MEAN
-    image_std = IMAGENET_DEFAULT_STD
-    size = {"height": 384, "width": 384}
-    do_resize = True
-    do_rescale = True
-    do_normalize = True
-    do_convert_rgb = True
+class RSFIQAImageProcessor(_RSFIQADefaults, TorchvisionBackend):
+    """Torchvision backend."""
+
+
+class RSFIQAImageProcessorPil(_RSFIQADefaults, PilBackend):
+    """PIL / numpy backend."""

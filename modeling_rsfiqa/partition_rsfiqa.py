@@ -419,7 +419,8 @@ def partition_image(
     sam_image_processor: Any = None,
     output_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Partition ``image`` with the method and settings of ``config`` (SAM needs ``sam_model``)."""
+    """Partition ``image`` with the method and settings of ``config`` (an ``RSFIQAConfig`` or anything with
+    the same region fields, e.g. the processor); SAM needs ``sam_model``."""
     if config.partition_method == "superpixel":
         return superpixel_partition(
             image,
@@ -430,7 +431,7 @@ def partition_image(
             output_size=output_size,
         )
     if sam_model is None or sam_image_processor is None:
-        raise ValueError("partition_method='sam' needs the SAM model and its image processor")
+        raise ValueError("partition_method='sam' needs `sam_model` (e.g. `model.segmenter`) and its image processor")
     return SamRegionPartitioner.from_config(sam_model, sam_image_processor, config)(image, output_size)
 
 

@@ -18,9 +18,16 @@ from transformers.processing_utils import ProcessorMixin
 
 from .configuration_rsfiqa import DEFAULT_DISTORTION_DIMENSIONS, DEFAULT_LEVEL_WORDS, RSFIQAConfig
 from .image_utils_rsfiqa import load_image_rgb
-from .partition_rsfiqa import SamRegionPartitioner, resize_label_map, superpixel_partition
+from .partition_rsfiqa import partition_image, resize_label_map
 
-__all__ = ["RSFIQAProcessor"]
+__all__ = ["RSFIQAProcessor", "REGION_SETTINGS"]
+
+#: RSFIQAConfig fields the processor mirrors (saved in processor_config.json).
+REGION_SETTINGS = (
+    "partition_method", "max_regions", "min_region_area", "superpixel_segments", "superpixel_compactness",
+    "sam_points_per_side", "sam_points_per_batch", "sam_pred_iou_thresh", "sam_stability_score_thresh",
+    "region_label_stride", "distortion_dimensions", "level_words", "prompt_version",
+)
 
 
 class RSFIQAProcessor(ProcessorMixin):
@@ -84,23 +91,7 @@ class RSFIQAProcessor(ProcessorMixin):
             image_std=list(config.image_std),
         )
         sam_image_processor = SamImageProcessor(size={"longest_edge": config.sam_longest_edge})
-        return cls(
-            image_processor,
-            sam_image_processor,
-            partition_method=config.partition_method,
-            max_regions=config.max_regions,
-            min_region_area=config.min_region_area,
-            superpixel_segments=config.superpixel_segments,
-            superpixel_compactness=config.superpixel_compactness,
-            sam_points_per_side=config.sam_points_per_side,
-            sam_points_per_batch=config.sam_points_per_batch,
-            sam_pred_iou_thresh=config.sam_pred_iou_thresh,
-            sam_stability_score_thresh=config.sam_stability_score_thresh,
-            region_label_stride=config.region_label_stride,
-            distortion_dimensions=config.distortion_dimensions,
-            level_words=config.level_words,
-            prompt_version=config.prompt_version,
-        )
+        return cls(image_processor, sam_image_processor, **{k: getattr(config, k) for k in REGION_SETTINGS})
 
     @property
     def label_size(self) -> tuple[int, int]:
@@ -121,29 +112,8 @@ class RSFIQAProcessor(ProcessorMixin):
     # ------------------------------------------------------------------------------------------------
     def partition(self, image: Any, sam_model: Any = None, output_size: tuple[int, int] | None = None) -> np.ndarray:
         """Non-overlapping region label map of one image (int32, values 0..R-1, R <= max_regions)."""
-        image = load_image_rgb(image)
-        if self.partition_method == "superpixel":
-            return superpixel_partition(
-                image,
-                n_segments=self.superpixel_segments,
-                compactness=self.superpixel_compactness,
-                max_regions=self.max_regions,
-                min_region_area=self.min_region_area,
-                output_size=output_size,
-            )
-        if sam_model is None:
-            raise ValueError("partition_method='sam' needs `sam_model` (e.g. `model.segmenter`)")
-        partitioner = SamRegionPartitioner(
-            sam_model,
-            self.sam_image_processor,
-            points_per_side=self.sam_points_per_side,
-            points_per_batch=self.sam_points_per_batch,
-            pred_iou_thresh=self.sam_pred_iou_thresh,
-            stability_score_thresh=self.sam_stability_score_thresh,
-            max_regions=self.max_regions,
-            min_region_area=self.min_region_area,
-        )
-        return partitioner(image, output_size)
+        # the processor carries the config's region settings under the same names
+        return partition_image(load_image_rgb(image), self, sam_model, self.sam_image_processor, output_size)
 
     def __call__(
         self,
