@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in output_dir")
     p.add_argument("--ship", action="store_true", help="copy the result into modeling_rsfiqa/default_model")
+    p.add_argument("--reference_only", default=None, metavar="DIR",
+                   help="only (re)write DIR/reference_scores.json (scores of bundled photos) and exit")
     return p.parse_args(argv)
 
 
@@ -131,8 +133,25 @@ def write_model_card(out: Path, metrics: dict, info: dict) -> None:
     (out / "README.md").write_text(card)
 
 
+def record_reference(model_dir: Path) -> dict:
+    """Scores of scikit-image's bundled photos with the saved pipeline: the shipped model's calibration
+    record, checked by tests/test_default_model.py on every machine."""
+    import skimage.data
+    from PIL import Image
+    from transformers import pipeline
+
+    pipe = pipeline("image-quality", model=str(model_dir))
+    record = {"skimage": {n: round(pipe(Image.fromarray(getattr(skimage.data, n)()))["score"], 4)
+                          for n in ("chelsea", "coffee", "astronaut", "rocket")}}
+    (model_dir / "reference_scores.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.reference_only:
+        print(record_reference(Path(args.reference_only)))
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.output_dir)
@@ -211,6 +230,7 @@ def main(argv=None) -> None:
     shutil.copy(ROOT / "examples" / "NOTICE-rsfiqa-mobile.txt", final / "NOTICE.txt")
     shutil.copy(data_dir / "LIVE_COPYRIGHT.txt", final / "LIVE_COPYRIGHT.txt")
     write_model_card(final, metrics, info)
+    record_reference(final)
     print(f"saved {final} (cache {cache_seconds / 60:.1f} min, training {train_seconds / 60:.1f} min)")
     if args.ship:
         target = ROOT / "modeling_rsfiqa" / "default_model"

@@ -1,0 +1,71 @@
+"""The shipped default model (rsfiqa-mobile): loads offline with no model argument, reproduces its recorded
+scores, ranks distortion levels, and (with ../shared) matches its validation metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+from transformers import pipeline
+
+import modeling_rsfiqa
+from modeling_rsfiqa.distortions_rsfiqa import distort
+
+pytestmark = pytest.mark.skipif(
+    not (modeling_rsfiqa.DEFAULT_MODEL_DIR / "model.safetensors").is_file(), reason="default model not shipped"
+)
+REFERENCE = modeling_rsfiqa.DEFAULT_MODEL_DIR / "reference_scores.json"
+
+
+@pytest.fixture(scope="module")
+def iqa():
+    return pipeline("image-quality")  # no model argument: the packaged default, offline
+
+
+def test_default_pipeline_uses_the_packaged_model(iqa):
+    assert str(modeling_rsfiqa.DEFAULT_MODEL_DIR) in str(iqa.model.config._name_or_path)
+    assert iqa.model.config.backbone_name == "mobilenetv2_100"
+    assert iqa.model.config.score_range == [0.0, 100.0] and iqa.model.config.higher_is_better
+
+
+def test_reproduces_recorded_scores(iqa):
+    """Calibration against the numbers recorded when the model was shipped (same code, any machine)."""
+    reference = json.loads(REFERENCE.read_text())
+    for name, expected in reference["skimage"].items():
+        got = iqa(Image.fromarray(getattr(skimage.data, name)()))["score"]
+        assert got == pytest.approx(expected, abs=0.05), name
+
+
+@pytest.mark.parametrize("distortion", ["gaussian_blur", "white_noise"])
+def test_ranks_distortion_levels(iqa, distortion):
+    clean = Image.fromarray(skimage.data.chelsea())
+    scores = [iqa(clean)["score"]] + [iqa(distort(clean, distortion, lv, seed=0))["score"] for lv in (2, 4)]
+    assert scores[0] > scores[1] > scores[2], scores
+
+
+def test_identical_input_same_score_and_region_consistency(iqa):
+    image = Image.fromarray(skimage.data.coffee())
+    a, b = iqa(image), iqa(image)
+    assert a["score"] == b["score"]
+    assert 2 <= len(a["regions"]) <= iqa.model.config.max_regions
+    assert all(0.0 <= r["importance"] <= 1.0 for r in a["regions"])
+
+
+@pytest.mark.slow
+def test_validation_metrics_match_the_card(iqa, shared_dir):
+    """Re-score 60 images of the validation split and compare with the recorded validation SRCC."""
+    from scipy.stats import spearmanr
+
+    summary = json.loads((modeling_rsfiqa.DEFAULT_MODEL_DIR / "training_summary.json").read_text())
+    data = shared_dir / "data" / "clive-train"
+    rows = sorted(csv.DictReader(open(data / "metadata.csv")), key=lambda r: r["file_name"])
+    perm = np.random.RandomState(0).permutation(len(rows))
+    val = np.sort(perm[int(round(0.8 * len(rows))) :])[:60]
+    preds = [iqa(str(data / rows[i]["file_name"]))["score"] for i in val]
+    mos = [float(rows[i]["mos"]) for i in val]
+    srcc = spearmanr(preds, mos)[0]
+    assert srcc > summary["metrics"]["srcc"] - 0.12, (srcc, summary["metrics"]["srcc"])
