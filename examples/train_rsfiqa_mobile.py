@@ -9,8 +9,13 @@ Recipe (measured on a fixed 80/20 split of the 813 CLIVE training images, see th
   (``model.encode_prefix``) and cached on disk: epochs then cost only stages 4 + RSA + head;
 * augmentation: horizontal flip and random 24x24-cell crops of the cached stride-16 map (~384 px of the
   500 px image) with the matching crop of the region label map; evaluation on the full image;
-* AdamW, backbone lr 1e-4 / new layers 1e-3, cosine schedule with 5% warm-up, L1 + PLCC loss on z-scored
-  MOS, best epoch by validation SRCC (Trainer: checkpoints every epoch, ``--resume`` continues).
+* AdamW, backbone lr 1e-4 / new layers 1e-3, cosine schedule with 5% warm-up, L1 + PLCC (+ rank) loss on
+  z-scored MOS, best epoch by validation SRCC (Trainer: checkpoints every epoch, ``--resume`` continues);
+* synthetic ranking (``--synthetic_weight``): CLIVE has almost no compression artefacts and few strong
+  synthetic distortions, so each step also scores groups of one clean CBSD68 photo and its 5 levels of one
+  KADID-style distortion (same crop) and adds a margin ranking loss that orders them by level. Only the
+  ORDER is supervised (no invented MOS). Kodak24 is held out: the fraction of its groups ranked fully in
+  order is reported (``synthetic_order_acc``).
 
 Validation split: file names sorted, ``np.random.RandomState(0).permutation(n)``, the last 20% validate.
 ``--ship`` copies the final model, processor and model card into ``modeling_rsfiqa/default_model``.
@@ -32,11 +37,16 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments, get_cosine_schedule_with_warmup
 
 from modeling_rsfiqa.image_utils_rsfiqa import load_image_rgb
+from modeling_rsfiqa.losses_rsfiqa import rank_loss
 from modeling_rsfiqa.metrics_rsfiqa import compute_iqa_metrics
 from modeling_rsfiqa.presets_rsfiqa import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+# common capture/processing distortions; colour and brightness edits are left out (their "quality" is taste)
+SYNTHETIC_DISTORTIONS = ("gaussian_blur", "motion_blur", "white_noise", "impulse_noise", "jpeg", "jpeg2000",
+                         "pixelate")
+LEVELS = (0, 1, 2, 3, 4, 5)  # 0 = clean
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,6 +62,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight_decay", type=float, default=1e-4)
     p.add_argument("--crop_cells", type=int, default=24, help="random crop of the stride-16 map (0 = none)")
     p.add_argument("--val_fraction", type=float, default=0.2)
+    p.add_argument("--loss_weights", default="l1=1,plcc=1,rank=1", help="CLIVE loss, e.g. l1=1,plcc=1,rank=1")
+    p.add_argument("--synthetic_dir", default=str(SHARED / "data" / "pristine"),
+                   help="clean photos: <dir>/cbsd68 trains the ranking, <dir>/kodak24 validates it")
+    p.add_argument("--synthetic_distortions", default=",".join(SYNTHETIC_DISTORTIONS))
+    p.add_argument("--synthetic_weight", type=float, default=1.0, help="weight of the ranking loss (0 = off)")
+    p.add_argument("--synthetic_groups", type=int, default=2, help="groups (clean + 5 levels) per step")
+    p.add_argument("--rank_margin", type=float, default=0.1, help="margin between levels, in z units")
     p.add_argument("--full", action="store_true", help="train on all images (no validation; fixed epochs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke tests)")
@@ -98,6 +115,89 @@ def build_cache(model, processor, files: list[Path], cache_dir: Path) -> tuple[t
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+def build_synthetic_cache(model, processor, files: list[Path], distortions: list[str], cache_dir: Path):
+    """Per (photo, distortion): prefix features (G, 6, C, h, w) and label maps for clean + levels 1..5.
+
+    Photos are resized to the model's input size first; saved per photo, so the job resumes."""
+    from modeling_rsfiqa.distortions_rsfiqa import distort
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    height, width = model.config.image_size
+    feats, maps = [], []
+    for f in tqdm(files, desc=f"caching synthetic groups ({cache_dir.name})", unit="photo"):
+        path = cache_dir / f"{f.stem}-{len(distortions)}d.pt"
+        if not path.exists():
+            clean = load_image_rgb(f).resize((width, height))
+            group_feats, group_maps = [], []
+            for name in distortions:
+                variants = [clean] + [distort(clean, name, lv, seed=0) for lv in LEVELS[1:]]
+                pixel_values = processor.image_processor(variants, return_tensors="pt")["pixel_values"]
+                pre = model.encode_prefix(pixel_values)
+                size = (2 * pre.shape[-2], 2 * pre.shape[-1])
+                group_feats.append(pre.half())
+                group_maps.append(torch.from_numpy(np.stack([processor.partition(v, output_size=size)
+                                                             for v in variants]).astype(np.int16)))
+            torch.save((torch.stack(group_feats), torch.stack(group_maps)), str(path) + ".tmp")
+            Path(str(path) + ".tmp").replace(path)
+        part = torch.load(path)
+        feats.append(part[0])
+        maps.append(part[1])
+    return torch.cat(feats), torch.cat(maps)
+
+
+class SyntheticGroups:
+    """Samples groups (clean + 5 levels of one distortion of one photo) with one shared random crop."""
+
+    def __init__(self, feats: torch.Tensor, maps: torch.Tensor, crop_cells: int, seed: int):
+        self.feats, self.maps, self.crop = feats, maps, crop_cells
+        self.rng = np.random.default_rng(seed + 1)
+        self.levels = torch.tensor(LEVELS, dtype=torch.float32)
+
+    def sample(self, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.rng.choice(len(self.feats), n_groups, replace=False)
+        f, m = self.feats[idx].float(), self.maps[idx].long()  # (G, 6, C, h, w), (G, 6, 2h, 2w)
+        if self.rng.integers(2):
+            f, m = f.flip(-1), m.flip(-1)
+        h, w = f.shape[-2:]
+        if self.crop and self.crop < w:
+            y0, x0 = int(self.rng.integers(h - self.crop + 1)), int(self.rng.integers(w - self.crop + 1))
+            f = f[..., y0 : y0 + self.crop, x0 : x0 + self.crop]
+            m = m[..., 2 * y0 : 2 * (y0 + self.crop), 2 * x0 : 2 * (x0 + self.crop)]
+        return f.flatten(0, 1), m.flatten(0, 1)
+
+
+class SyntheticRankTrainer(Trainer):
+    """Trainer whose training loss adds a margin ranking loss over synthetic distortion groups."""
+
+    def __init__(self, *args, synthetic: SyntheticGroups | None = None, synthetic_weight: float = 0.0,
+                 synthetic_groups: int = 2, rank_margin: float = 0.1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.synthetic, self.synthetic_weight = synthetic, synthetic_weight
+        self.synthetic_groups, self.rank_margin = synthetic_groups, rank_margin
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        loss = outputs.loss
+        if model.training and self.synthetic is not None and self.synthetic_weight > 0:
+            feats, maps = self.synthetic.sample(self.synthetic_groups)
+            z = model(prefix_features=feats, region_labels=maps).logits.view(self.synthetic_groups, len(LEVELS))
+            target = -self.synthetic.levels  # level 0 (clean) is best
+            ranking = torch.stack([rank_loss(row, target, margin=self.rank_margin) for row in z]).mean()
+            loss = loss + self.synthetic_weight * ranking
+        return (loss, outputs) if return_outputs else loss
+
+
+@torch.no_grad()
+def synthetic_order_accuracy(model, feats: torch.Tensor, maps: torch.Tensor) -> float:
+    """Fraction of held-out groups whose 6 scores are strictly decreasing with the level."""
+    model.eval()
+    ok = 0
+    for g in range(len(feats)):
+        z = model(prefix_features=feats[g].float(), region_labels=maps[g].long()).logits
+        ok += bool((z[:-1] > z[1:]).all())
+    return ok / max(len(feats), 1)
+
+
 class CachedPrefixDataset(torch.utils.data.Dataset):
     """Items ``{prefix_features, region_labels, labels}`` from the cache, with flip + crop when training."""
 
@@ -127,7 +227,7 @@ def compute_metrics(eval_pred) -> dict[str, float]:
 
 
 def write_model_card(out: Path, metrics: dict, info: dict) -> None:
-    keys = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
+    keys = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "synthetic_order_acc")
     rows = "\n".join(f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics)
     card = (ROOT / "examples" / "rsfiqa_mobile_card.md").read_text().format(metrics_table=rows, **info)
     (out / "README.md").write_text(card)
@@ -168,9 +268,22 @@ def main(argv=None) -> None:
     model.config.label_mean = float(mos[train_idx].mean())
     model.config.label_std = float(mos[train_idx].std())
     model.config.backbone_pretrained = Path(args.weights).name
+    model.config.loss_weights = {k: float(v) for k, v in (kv.split("=") for kv in args.loss_weights.split(","))}
     model.eval()
     t0 = time.time()
     feats, maps = build_cache(model, processor, files, Path(args.cache_dir or out / "cache"))
+
+    synthetic, held_out = None, None
+    if args.synthetic_weight > 0:
+        distortions = [d for d in args.synthetic_distortions.split(",") if d]
+        pristine = Path(args.synthetic_dir)
+        cache_root = Path(args.cache_dir or out / "cache")
+        train_photos = sorted((pristine / "cbsd68").glob("*.png"))[: args.limit]
+        val_photos = sorted((pristine / "kodak24").glob("*.png"))[: args.limit]
+        synthetic = SyntheticGroups(*build_synthetic_cache(model, processor, train_photos, distortions,
+                                                           cache_root / "synthetic-train"), args.crop_cells, args.seed)
+        held_out = build_synthetic_cache(model, processor, val_photos, distortions, cache_root / "synthetic-val")
+        print(f"synthetic groups: {len(synthetic.feats)} train (cbsd68), {len(held_out[0])} held out (kodak24)")
     cache_seconds = time.time() - t0
 
     train_ds = CachedPrefixDataset(feats, maps, mos, train_idx, True, args.crop_cells, args.seed)
@@ -203,13 +316,17 @@ def main(argv=None) -> None:
         label_names=["labels"],
         seed=args.seed,
     )
-    trainer = Trainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=val_ds,
-                      compute_metrics=compute_metrics, optimizers=(optimizer, scheduler))
+    trainer = SyntheticRankTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=val_ds,
+                                   compute_metrics=compute_metrics, optimizers=(optimizer, scheduler),
+                                   synthetic=synthetic, synthetic_weight=args.synthetic_weight,
+                                   synthetic_groups=args.synthetic_groups, rank_margin=args.rank_margin)
     t1 = time.time()
     trainer.train(resume_from_checkpoint=args.resume or None)
     train_seconds = time.time() - t1
     metrics = trainer.evaluate() if val_ds else {}
     metrics = {k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, float)}
+    if held_out is not None:
+        metrics["synthetic_order_acc"] = synthetic_order_accuracy(model, *held_out)
     print(json.dumps(metrics, indent=2))
 
     final = out / "final"
@@ -222,6 +339,8 @@ def main(argv=None) -> None:
     info = {
         "n_train": len(train_idx), "n_val": len(val_idx), "epochs": args.epochs, "batch_size": args.batch_size,
         "lr": args.lr, "backbone_lr": args.backbone_lr, "crop_cells": args.crop_cells,
+        "loss_weights": args.loss_weights, "synthetic_weight": args.synthetic_weight,
+        "synthetic_distortions": args.synthetic_distortions, "rank_margin": args.rank_margin,
         "cache_minutes": cache_seconds / 60, "train_minutes": train_seconds / 60,
         "label_mean": model.config.label_mean, "label_std": model.config.label_std,
         "command": "python examples/train_rsfiqa_mobile.py --output_dir outputs/rsfiqa-mobile --ship",
