@@ -95,8 +95,8 @@ def run_demo(args: argparse.Namespace) -> int:
     intro = (
         f"Model: <code>{config._name_or_path or 'default'}</code> ({config.backbone_name}, {config.partition_method} "
         f"regions). Scores on [{lo:g}, {hi:g}], {'higher' if config.higher_is_better else 'lower'} is better. "
-        "Each tile: the image | per-region predicted quality (red = worse, green = better) | RSA attention "
-        f"(bright = weighs more). Distortion levels ranked in order: {ordered}/{total}."
+        "Each tile: the image | per-region predicted quality (red = worse, green = better) | RSA attention, "
+        f"relative within the image (bright = weighs more). Distortion levels ranked in order: {ordered}/{total}."
     )
     report = write_html_report(out / "index.html", "rsfiqa demo: where quality is lost", intro, sections)
     print(f"{ordered}/{total} distortion series ranked in order of level")

@@ -76,11 +76,16 @@ def quality_overlay(image: Image.Image, result: dict[str, Any], score_range: Seq
 
 
 def attention_overlay(image: Image.Image, result: dict[str, Any], max_side: int = 320) -> Image.Image:
-    """The RSA global attention map (where the model looks) over the image, region edges drawn."""
+    """The RSA global attention map (where the model looks) over the image, region edges drawn.
+
+    Shown relative to the image's own range (min -> dark, max -> bright): importances of one image are often
+    close together, and it is their contrast that says where the model looks."""
     shown, labels = _display_copy(image, result["region_map"], max_side)
     lut = np.zeros(int(labels.max()) + 1)
     for r in result["regions"]:
         lut[r["label"]] = r["importance"]
+    spread = lut.max() - lut.min()
+    lut = (lut - lut.min()) / spread if spread > 1e-6 else np.full_like(lut, 0.5)
     return overlay(shown, colormap(lut[labels], "attention"), 0.5, region_boundaries(labels))
 
 
