@@ -62,11 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight_decay", type=float, default=1e-4)
     p.add_argument("--crop_cells", type=int, default=24, help="random crop of the stride-16 map (0 = none)")
     p.add_argument("--val_fraction", type=float, default=0.2)
-    p.add_argument("--loss_weights", default="l1=1,plcc=1,rank=1", help="CLIVE loss, e.g. l1=1,plcc=1,rank=1")
+    p.add_argument("--loss_weights", default="l1=1,plcc=1", help="CLIVE loss, e.g. l1=1,plcc=1,rank=1")
     p.add_argument("--synthetic_dir", default=str(SHARED / "data" / "pristine"),
                    help="clean photos: <dir>/cbsd68 trains the ranking, <dir>/kodak24 validates it")
     p.add_argument("--synthetic_distortions", default=",".join(SYNTHETIC_DISTORTIONS))
-    p.add_argument("--synthetic_weight", type=float, default=1.0, help="weight of the ranking loss (0 = off)")
+    p.add_argument("--synthetic_weight", type=float, default=0.5, help="weight of the ranking loss (0 = off)")
     p.add_argument("--synthetic_groups", type=int, default=2, help="groups (clean + 5 levels) per step")
     p.add_argument("--rank_margin", type=float, default=0.1, help="margin between levels, in z units")
     p.add_argument("--full", action="store_true", help="train on all images (no validation; fixed epochs)")
