@@ -30,7 +30,7 @@ lint: $(STAMP)
 .venv-bench/.ready: $(STAMP)
 	test -x .venv-bench/bin/python || $(PY) -m venv .venv-bench
 	$(BIN)/python -c "import site; print(site.getsitepackages()[0])" > .venv-bench/base.txt
-	.venv-bench/bin/python -c "import site,sys; open(site.getsitepackages()[0] + '/base-venv.pth','w').write(open('.venv-bench/base.txt').read())"
+	.venv-bench/bin/python -c "import site; base = open('.venv-bench/base.txt').read().strip(); open(site.getsitepackages()[0] + '/base-venv.pth', 'w').write(f'import site; site.addsitedir({base!r})\\n')"
 	.venv-bench/bin/pip install -q brisque opencv-python-headless "numpy<2.4"
 	touch .venv-bench/.ready
 

@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new layers (RSA, head)")
     p.add_argument("--backbone_lr", type=float, default=1e-4)
     p.add_argument("--weight_decay", type=float, default=1e-4)
-    p.add_argument("--crop_cells", type=int, default=24, help="random crop of the stride-16 map (0 = none)")
+    p.add_argument("--crop_cells", type=int, default=20, help="random crop of the stride-16 map (0 = none)")
     p.add_argument("--val_fraction", type=float, default=0.2)
     p.add_argument("--loss_weights", default="l1=1,plcc=1", help="CLIVE loss, e.g. l1=1,plcc=1,rank=1")
     p.add_argument("--synthetic_dir", default=str(SHARED / "data" / "pristine"),

@@ -44,7 +44,8 @@ class RSFIQAConfig(PreTrainedConfig):
             ``"superpixel"`` (scikit-image SLIC; offline stand-in, no extra model).
         max_regions: K, the most regions an image is split into (background included).
         min_region_area: regions smaller than this fraction of the image are merged into a neighbour.
-        superpixel_segments / superpixel_compactness: SLIC settings.
+        superpixel_segments / superpixel_compactness: SLIC settings; superpixel_work_size: longest side of
+            the copy SLIC runs on (the label map is much coarser than the image, so a small copy suffices).
         sam_points_per_side / sam_points_per_batch / sam_pred_iou_thresh / sam_stability_score_thresh:
             SAM automatic-mask-generation settings (as in segment-anything's ``SamAutomaticMaskGenerator``).
         region_label_stride: region label maps are given at ``image_size / region_label_stride``.
@@ -84,6 +85,7 @@ class RSFIQAConfig(PreTrainedConfig):
     min_region_area: float = 0.005
     superpixel_segments: int = 24
     superpixel_compactness: float = 10.0
+    superpixel_work_size: int = 256
     sam_points_per_side: int = 16
     sam_points_per_batch: int = 64
     sam_pred_iou_thresh: float = 0.86

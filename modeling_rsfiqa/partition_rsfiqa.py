@@ -428,6 +428,7 @@ def partition_image(
             compactness=config.superpixel_compactness,
             max_regions=config.max_regions,
             min_region_area=config.min_region_area,
+            work_size=getattr(config, "superpixel_work_size", 256),
             output_size=output_size,
         )
     if sam_model is None or sam_image_processor is None:

@@ -25,6 +25,7 @@ __all__ = ["RSFIQAProcessor", "REGION_SETTINGS"]
 #: RSFIQAConfig fields the processor mirrors (saved in processor_config.json).
 REGION_SETTINGS = (
     "partition_method", "max_regions", "min_region_area", "superpixel_segments", "superpixel_compactness",
+    "superpixel_work_size",
     "sam_points_per_side", "sam_points_per_batch", "sam_pred_iou_thresh", "sam_stability_score_thresh",
     "region_label_stride", "distortion_dimensions", "level_words", "prompt_version",
 )
@@ -51,6 +52,7 @@ class RSFIQAProcessor(ProcessorMixin):
         min_region_area: float = 0.005,
         superpixel_segments: int = 24,
         superpixel_compactness: float = 10.0,
+        superpixel_work_size: int = 256,
         sam_points_per_side: int = 16,
         sam_points_per_batch: int = 64,
         sam_pred_iou_thresh: float = 0.86,
@@ -66,6 +68,7 @@ class RSFIQAProcessor(ProcessorMixin):
         self.min_region_area = float(min_region_area)
         self.superpixel_segments = int(superpixel_segments)
         self.superpixel_compactness = float(superpixel_compactness)
+        self.superpixel_work_size = int(superpixel_work_size)
         self.sam_points_per_side = int(sam_points_per_side)
         self.sam_points_per_batch = int(sam_points_per_batch)
         self.sam_pred_iou_thresh = float(sam_pred_iou_thresh)
@@ -104,7 +107,7 @@ class RSFIQAProcessor(ProcessorMixin):
         """The settings that determine a partition (part of the annotation cache key)."""
         keys = ["partition_method", "max_regions", "min_region_area"]
         if self.partition_method == "superpixel":
-            keys += ["superpixel_segments", "superpixel_compactness"]
+            keys += ["superpixel_segments", "superpixel_compactness", "superpixel_work_size"]
         else:
             keys += ["sam_points_per_side", "sam_pred_iou_thresh", "sam_stability_score_thresh"]
         return {k: getattr(self, k) for k in keys}
