@@ -7,7 +7,8 @@ Measured in one run on the same JPEG files (CLIVE images from ../shared if prese
 scikit-image photos resized to 500x500):
 * model: the image-quality pipeline end to end (decode, resize/normalise, superpixel partition, backbone,
   RSA, head, region summaries);
-* backbone: decode + resize/normalise + the bare timm backbone forward (the floor any model pays);
+* backbone: decode + resize/normalise + the bare timm backbone forward, channels-last like the model
+  (the floor any model on this backbone pays);
 * brisque: decode + BRISQUE (PyPI ``brisque``; only installed in the benchmark's environment).
 Prints per-image medians, the partition / RSA+head split, and the ratios the targets are stated in:
 ``brisque/model`` (target >= 2) and ``overhead = (model - backbone) / backbone`` (target <= 0.5).
@@ -87,7 +88,8 @@ def main() -> None:
     @torch.inference_mode()
     def run_backbone(path):
         pixel_values = processor.image_processor(load_image_rgb(path), return_tensors="pt")["pixel_values"]
-        return model.backbone(pixel_values)
+        # the same (channels-last) layout the model itself uses on CPU: the fair floor
+        return model.backbone(pixel_values.contiguous(memory_format=torch.channels_last))
 
     def run_partition(path):
         return processor.partition(load_image_rgb(path), output_size=processor.label_size)

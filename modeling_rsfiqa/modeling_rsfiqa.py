@@ -298,6 +298,12 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
     def _backbone_features(
         self, pixel_values: torch.Tensor | None, prefix_features: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
+        # oneDNN runs (depthwise) convolutions much faster on channels-last CPU tensors (MobileNetV2 at
+        # 500 px: 57 vs 78 ms per image); the outputs are the same up to float round-off
+        if pixel_values is not None and pixel_values.device.type == "cpu" and pixel_values.ndim == 4:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        if prefix_features is not None and prefix_features.device.type == "cpu":
+            prefix_features = prefix_features.contiguous(memory_format=torch.channels_last)
         if prefix_features is not None:
             n_prefix = len(self._prefix_modules())
             x, feats = prefix_features, [prefix_features]
