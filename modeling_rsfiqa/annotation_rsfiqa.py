@@ -700,6 +700,15 @@ class RegionAnnotator:
                 return cand
         return None
 
+    def _batch_buffers(self, batch: int, length: int, prefix_len: int, n_pos: int):
+        """Pad-filled ids, an attention mask covering the shared prefix, and position ids for a suffix batch;
+        callers fill each row (left-padded for generation, right-padded for the scoring pass)."""
+        ids = torch.full((batch, length), self.pad_id, dtype=torch.long, device=self.device)
+        amask = torch.zeros(batch, prefix_len + length, dtype=torch.long, device=self.device)
+        amask[:, :prefix_len] = 1
+        pos = torch.ones(n_pos, batch, length, dtype=torch.long, device=self.device)
+        return ids, amask, pos
+
     def supports_prefix_cache(self) -> bool:
         if self._rope_owner() is not None:
             return True
@@ -785,11 +794,7 @@ class RegionAnnotator:
             rows = list(range(start, min(start + step, len(suffixes))))
             B = len(rows)
             S = max(len(suffixes[k]) for k in rows)
-            n_pos = full_pos[0].shape[0]
-            ids = torch.full((B, S), self.pad_id, dtype=torch.long, device=self.device)
-            amask = torch.zeros(B, P + S, dtype=torch.long, device=self.device)
-            amask[:, :P] = 1
-            pos = torch.ones(n_pos, B, S, dtype=torch.long, device=self.device)
+            ids, amask, pos = self._batch_buffers(B, S, P, full_pos[0].shape[0])
             for b, k in enumerate(rows):
                 L = len(suffixes[k])
                 ids[b, S - L :] = suffixes[k].ids
@@ -891,11 +896,7 @@ class RegionAnnotator:
             B = len(chunk)
             lens = [len(suffixes[k]) + len(answers[k][0]) for k in chunk]
             T = max(lens)
-            n_pos = full_pos[0].shape[0]
-            ids = torch.full((B, T), self.pad_id, dtype=torch.long, device=self.device)
-            amask = torch.zeros(B, P + T, dtype=torch.long, device=self.device)
-            amask[:, :P] = 1
-            pos = torch.ones(n_pos, B, T, dtype=torch.long, device=self.device)
+            ids, amask, pos = self._batch_buffers(B, T, P, full_pos[0].shape[0])
             for b, k in enumerate(chunk):
                 S, A = len(suffixes[k]), len(answers[k][0])
                 ids[b, :S] = suffixes[k].ids
