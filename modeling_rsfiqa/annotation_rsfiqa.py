@@ -92,7 +92,7 @@ __all__ = [
     "build_random_vlm",
 ]
 
-PROMPT_VERSION = "rsfiqa-region-v1"
+PROMPT_VERSION = "rsfiqa-region-v2"  # v2: the question moved into the shared prefix
 DEFAULT_DIMENSIONS = ["blur", "noise", "compression artifacts", "color", "exposure", "overall"]
 DEFAULT_LEVEL_WORDS = ["bad", "poor", "fair", "good", "excellent"]  # worst to best: level i+1
 SYSTEM_PROMPT = "You are an expert in image quality assessment."
@@ -647,13 +647,21 @@ class RegionAnnotator:
     def prompt_texts(self, region_index: int, box1000: Sequence[int], has_region_image: bool) -> tuple[str, str]:
         """(prefix, suffix) chat-template text; the prefix is identical for all regions of an image."""
         cfg = self.config
+        # Everything that is the same for every region (system prompt, full image, the question) comes
+        # before the split and is computed once; a region's suffix is only its intro (+ crop).
         user: list[dict[str, Any]] = [
             {"type": "image"},
-            {"type": "text", "text": "This is the full image." + _SPLIT + "\n" + region_intro(region_index, box1000, cfg.region_mode)},
+            {
+                "type": "text",
+                "text": "This is the full image. One region of it follows.\n"
+                + region_question(cfg.dimensions, cfg.level_words)
+                + _SPLIT
+                + "\n"
+                + region_intro(region_index, box1000, cfg.region_mode),
+            },
         ]
         if has_region_image:
             user.append({"type": "image"})
-        user.append({"type": "text", "text": "\n" + region_question(cfg.dimensions, cfg.level_words)})
         messages = [
             {"role": "system", "content": [{"type": "text", "text": cfg.system_prompt}]},
             {"role": "user", "content": user},
@@ -992,11 +1000,13 @@ class RegionAnnotator:
         probs: dict[int, np.ndarray] = {}
         grounded: dict[int, np.ndarray] = {}
         todo = list(range(R))
-        for _ in range(2):
+        for scoring_pass in range(2):
             answers = {k: self._answer_tokens(descriptions[k], fill[k]) for k in todo}
             p, g = self._score(prefix, suffixes, [answers.get(k) for k in range(R)], full_pos, cache, todo)
             probs.update(p)
             grounded.update(g)
+            if scoring_pass == 1:  # no pass follows: keep the words the probabilities were conditioned on
+                break
             changed = set()
             for k in todo:
                 for j, w in enumerate(levels[k]):

@@ -98,7 +98,7 @@ class RSFIQAConfig(PreTrainedConfig):
     description_embed_dim: int = 64
     distortion_dimensions: list[str] = field(default_factory=lambda: list(DEFAULT_DISTORTION_DIMENSIONS))
     level_words: list[str] = field(default_factory=lambda: list(DEFAULT_LEVEL_WORDS))
-    prompt_version: str = "rsfiqa-region-v1"
+    prompt_version: str = "rsfiqa-region-v2"
     mllm_name_or_path: str | None = None
     mllm_config: dict | PreTrainedConfig | None = None
     # RSA + head

@@ -60,7 +60,7 @@ class RSFIQAProcessor(ProcessorMixin):
         region_label_stride: int = 4,
         distortion_dimensions: list[str] | None = None,
         level_words: list[str] | None = None,
-        prompt_version: str = "rsfiqa-region-v1",
+        prompt_version: str = "rsfiqa-region-v2",
         **kwargs: Any,
     ):
         self.partition_method = partition_method

@@ -192,15 +192,17 @@ def _check_contract(ann: ImageAnnotations, r: int, d: int):
 @pytest.mark.parametrize("mode", ["crop", "box"])
 def test_fast_path_equals_naive_token_for_token(vlm, mode):
     model, processor = vlm
-    annotator = RegionAnnotator(model, processor, AnnotatorConfig(max_new_tokens=10, region_mode=mode, max_batch_regions=2))
+    # 16 new tokens: with the question in the shared prefix, the tiny random model needs a few more steps
+    # before its regions' greedy texts diverge (needed below to make rows stop at different steps)
+    annotator = RegionAnnotator(model, processor, AnnotatorConfig(max_new_tokens=16, region_mode=mode, max_batch_regions=2))
     image = _image()
     label_map = _irregular_label_map(84, 112) if mode == "crop" else grid_label_map(84, 112, 2, 2)
     naive = annotator.annotate(image, label_map, method="naive")
     # make rows finish at different steps: declare a token generated mid-answer an end-of-sequence token
     prefix, suffixes = annotator.build_inputs(image, label_map)
     gen = annotator._generate_naive(prefix, suffixes)
-    def first_stop(t):
-        return [g.index(t) if t in g else len(g) for g in gen]
+    def first_stop(t):  # tokens each row would generate if t ended generation (the stop token included)
+        return [g.index(t) + 1 if t in g else len(g) for g in gen]
 
     candidates = [t for t in {t for g in gen for t in g} if len(set(first_stop(t))) > 1]
     assert candidates, "regions generated identical texts"
