@@ -67,6 +67,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .image_utils_rsfiqa import image_content_hash, load_image_rgb
+from .partition_rsfiqa import check_label_map, grid_label_map
 
 logger = logging.getLogger(__name__)
 
@@ -460,28 +461,6 @@ def expected_level(probs: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # regions
 # ----------------------------------------------------------------------------------------------------------
-def check_label_map(label_map: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Validate the region contract: int ``(H, W)`` with every value in 0..R-1 used. Returns int32."""
-    arr = np.asarray(label_map)
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"label map must be an integer (H, W) array, got {arr.dtype} {arr.shape}")
-    if size is not None and arr.shape != tuple(size):
-        raise ValueError(f"label map shape {arr.shape} does not match the image (H, W) {tuple(size)}")
-    if arr.min() < 0:
-        raise ValueError("label map has negative labels")
-    n = int(arr.max()) + 1
-    if np.bincount(arr.ravel(), minlength=n).min() == 0:
-        raise ValueError("label map labels must be contiguous 0..R-1 (an empty label was found)")
-    return arr.astype(np.int32, copy=False)
-
-
-def grid_label_map(height: int, width: int, rows: int, cols: int) -> np.ndarray:
-    """A simple ``rows x cols`` grid partition (tests, fallbacks)."""
-    r = np.minimum(np.arange(height) * rows // height, rows - 1)
-    c = np.minimum(np.arange(width) * cols // width, cols - 1)
-    return (r[:, None] * cols + c[None, :]).astype(np.int32)
-
-
 def label_map_hash(label_map: np.ndarray) -> str:
     arr = np.ascontiguousarray(label_map, dtype=np.int32)
     return hashlib.sha256(f"{arr.shape}".encode() + arr.tobytes()).hexdigest()
@@ -688,7 +667,7 @@ class RegionAnnotator:
 
     def build_inputs(self, image: Image.Image, label_map: np.ndarray) -> tuple[_Piece, list[_Piece]]:
         """Tokenised shared prefix and one suffix per region."""
-        label_map = check_label_map(label_map, (image.height, image.width))
+        label_map = check_label_map(label_map, size=(image.height, image.width))
         prefix_piece: _Piece | None = None
         suffixes = []
         for k in range(int(label_map.max()) + 1):
@@ -977,7 +956,7 @@ class RegionAnnotator:
             raise ValueError(f"method must be 'fast' or 'naive', got {method!r}")
         self.calls["annotate"] += 1
         image = load_image_rgb(image)
-        label_map = check_label_map(label_map, (image.height, image.width))
+        label_map = check_label_map(label_map, size=(image.height, image.width))
         prefix, suffixes = self.build_inputs(image, label_map)
         fast = method == "fast" and self.supports_prefix_cache()
         if method == "fast" and not fast:

@@ -33,6 +33,7 @@ __all__ = [
     "merge_small_regions",
     "superpixel_partition",
     "grid_partition",
+    "grid_label_map",
     "SamRegionPartitioner",
     "partition_image",
     "resize_label_map",
@@ -41,15 +42,25 @@ __all__ = [
 ]
 
 
-def check_label_map(label_map: np.ndarray, max_regions: int | None = None) -> None:
-    """Raise ``ValueError`` unless ``label_map`` satisfies the partition contract."""
-    if label_map.ndim != 2:
-        raise ValueError(f"label map must be 2-D, got shape {label_map.shape}")
-    values = np.unique(label_map)
-    if values.size == 0 or values[0] != 0 or values[-1] != values.size - 1:
-        raise ValueError(f"label map values must be 0..R-1 without gaps, got {values[:10]}...")
-    if max_regions is not None and values.size > max_regions:
-        raise ValueError(f"label map has {values.size} regions, more than max_regions={max_regions}")
+def check_label_map(
+    label_map: np.ndarray, max_regions: int | None = None, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Validate the partition contract and return the map as int32: an integer ``(H, W)`` array (of shape
+    ``size`` if given) whose values are exactly 0..R-1, every label used, ``R <= max_regions`` if given.
+    Raises ``ValueError`` otherwise."""
+    arr = np.asarray(label_map)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"label map must be an integer (H, W) array, got {arr.dtype} {arr.shape}")
+    if size is not None and arr.shape != tuple(size):
+        raise ValueError(f"label map shape {arr.shape} does not match the image (H, W) {tuple(size)}")
+    if arr.size == 0 or arr.min() < 0:
+        raise ValueError("label map is empty or has negative labels")
+    n = int(arr.max()) + 1
+    if np.bincount(arr.ravel(), minlength=n).min() == 0:
+        raise ValueError("label map values must be 0..R-1 without gaps (an empty label was found)")
+    if max_regions is not None and n > max_regions:
+        raise ValueError(f"label map has {n} regions, more than max_regions={max_regions}")
+    return arr.astype(np.int32, copy=False)
 
 
 def resize_label_map(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -177,13 +188,18 @@ def grid_partition(height: int, width: int, max_regions: int) -> np.ndarray:
     return np.broadcast_to(rows[:, None], (height, width)).astype(np.int32)
 
 
+def grid_label_map(height: int, width: int, rows: int, cols: int) -> np.ndarray:
+    """A ``rows x cols`` grid partition (fallbacks and tests)."""
+    r = np.minimum(np.arange(height) * rows // height, rows - 1)
+    c = np.minimum(np.arange(width) * cols // width, cols - 1)
+    return (r[:, None] * cols + c[None, :]).astype(np.int32)
+
+
 def _tile_partition(height: int, width: int, n_tiles: int) -> np.ndarray:
     """Roughly square tiles, about ``n_tiles`` of them."""
     rows = max(1, min(height, round(np.sqrt(n_tiles * height / max(width, 1)))))
     cols = max(1, min(width, round(n_tiles / rows)))
-    r = np.minimum(np.arange(height) * rows // height, rows - 1)
-    c = np.minimum(np.arange(width) * cols // width, cols - 1)
-    return (r[:, None] * cols + c[None, :]).astype(np.int32)
+    return grid_label_map(height, width, rows, cols)
 
 
 def _working_copy(image: Image.Image, work_size: int) -> Image.Image:

@@ -10,7 +10,7 @@ import numpy as np
 from transformers import Pipeline
 
 from .image_utils_rsfiqa import ImageLoadError, describe_source, load_image_rgb
-from .partition_rsfiqa import region_summaries, resize_label_map
+from .partition_rsfiqa import region_summaries
 
 __all__ = ["ImageQualityPipeline"]
 
@@ -149,14 +149,3 @@ class ImageQualityPipeline(Pipeline):
             json.dump(config, f, indent=2, sort_keys=True)
             f.write("\n")
 
-
-def quality_map(region_map: np.ndarray, regions: list[dict], size: tuple[int, int] | None = None) -> np.ndarray:
-    """Paint per-region scores into an image-sized map (``size=(height, width)``; NaN where no region)."""
-    lut = np.full(int(region_map.max()) + 1, np.nan, dtype=np.float32)
-    for r in regions:
-        lut[r["label"]] = r["score"]
-    painted = lut[region_map]
-    if size is not None and painted.shape != tuple(size):
-        idx = resize_label_map(region_map, size)
-        painted = lut[idx]
-    return painted
