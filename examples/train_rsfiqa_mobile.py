@@ -86,6 +86,13 @@ def split_indices(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temp file, then rename: a killed run never leaves half a cache file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
 def build_cache(model, processor, files: list[Path], cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Prefix features (N, 2, C, h, w) fp16 for image + h-flip, and label maps (N, 2, 2h, 2w) int16.
 
@@ -109,8 +116,7 @@ def build_cache(model, processor, files: list[Path], cache_dir: Path) -> tuple[t
             feats.append(pre.half())
             maps.append(torch.from_numpy(np.stack([labels, labels[:, ::-1].copy()]).astype(np.int16)))
         part = (torch.stack(feats), torch.stack(maps))
-        torch.save(part, str(path) + ".tmp")
-        Path(str(path) + ".tmp").replace(path)  # atomic: a killed run never leaves half a chunk
+        save_atomic(part, path)
         parts.append(part)
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
@@ -137,8 +143,7 @@ def build_synthetic_cache(model, processor, files: list[Path], distortions: list
                 group_feats.append(pre.half())
                 group_maps.append(torch.from_numpy(np.stack([processor.partition(v, output_size=size)
                                                              for v in variants]).astype(np.int16)))
-            torch.save((torch.stack(group_feats), torch.stack(group_maps)), str(path) + ".tmp")
-            Path(str(path) + ".tmp").replace(path)
+            save_atomic((torch.stack(group_feats), torch.stack(group_maps)), path)
         part = torch.load(path)
         feats.append(part[0])
         maps.append(part[1])

@@ -53,23 +53,21 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    jobs = []
+    jobs = []  # (photo, distortion, level, image); the clean photo (distortion None, level 0) once per photo
     for photo in photos:
         clean = Image.fromarray(np.asarray(getattr(skimage.data, photo)())).convert("RGB")
+        jobs.append((photo, None, 0, clean))
         for dist in distortions:
-            jobs.append((photo, dist, 0, clean))
             jobs += [(photo, dist, lv, distort(clean, dist, lv, seed=0)) for lv in levels]
+    scored = {
+        (photo, dist, level): (image, pipe(image, return_region_map=True))
+        for photo, dist, level, image in tqdm(jobs, desc="demo", unit="img", file=sys.stderr)
+    }
     rows, sections, table, ordered, total = [], [], [], 0, 0
-    scored = {}
-    for photo, dist, level, image in tqdm(jobs, desc="demo", unit="img", file=sys.stderr):
-        key = (photo, 0) if level == 0 else (photo, dist, level)
-        if key not in scored:
-            scored[key] = pipe(image, return_region_map=True)
-        scored[(photo, dist, level)] = (image, scored[key])
     for photo in photos:
         items = []
         for dist in distortions:
-            series = [scored[(photo, dist, lv)] for lv in [0, *levels]]
+            series = [scored[(photo, None, 0)]] + [scored[(photo, dist, lv)] for lv in levels]
             scores = [r["score"] for _, r in series]
             in_order = all(sign * (a - b) > 0 for a, b in zip(scores, scores[1:]))
             ordered += in_order
