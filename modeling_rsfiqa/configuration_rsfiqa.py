@@ -38,6 +38,9 @@ class RSFIQAConfig(PreTrainedConfig):
         backbone_freeze_prefix: freeze the backbone up to and including the first stage RSA uses; that
             stage's output can then be computed once and cached (``encode_prefix`` / ``prefix_features``),
             which makes fine-tuning the remaining stages on a CPU several times cheaper.
+        inference_fuse_batchnorm: in eval mode without gradients, run a copy of the backbone with every
+            batch norm folded into the convolution that feeds it (same outputs to float round-off;
+            MobileNetV2 at 500 px on 2 CPU threads: 54 -> 31 ms). The copy is rebuilt when weights change.
         image_size: (height, width) of ``pixel_values``; image_mean / image_std: normalisation.
     Regions (step 1 of the paper):
         partition_method: ``"sam"`` (automatic mask generation with the ``sam_config`` model) or
@@ -76,6 +79,7 @@ class RSFIQAConfig(PreTrainedConfig):
     backbone_pretrained: str | None = None
     backbone_freeze_bn: bool = False
     backbone_freeze_prefix: bool = False
+    inference_fuse_batchnorm: bool = True
     image_size: list[int] = field(default_factory=lambda: [384, 384])
     image_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     image_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])

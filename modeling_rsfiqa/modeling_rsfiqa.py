@@ -22,6 +22,7 @@ The equations were not available to us; this is our reconstruction (DESIGN.md se
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import timm
@@ -34,7 +35,13 @@ from transformers.utils import ModelOutput
 from .configuration_rsfiqa import RSFIQAConfig
 from .losses_rsfiqa import quality_loss
 
-__all__ = ["RSFIQAPreTrainedModel", "RSFIQAForQualityScoring", "RSFIQAOutput", "RegionAwareSemanticAttention"]
+__all__ = [
+    "RSFIQAPreTrainedModel",
+    "RSFIQAForQualityScoring",
+    "RSFIQAOutput",
+    "RegionAwareSemanticAttention",
+    "fuse_conv_batchnorm",
+]
 
 _EPS = 1e-6
 
@@ -114,6 +121,67 @@ def _sequential_units(backbone: nn.Module) -> tuple[list[tuple[str, nn.Module]] 
     if hasattr(backbone, "return_layers") and hasattr(backbone, "items"):
         return list(backbone.items()), list(backbone.return_layers)
     return None, names
+
+
+def _tensor_stamp(tensors: list[torch.Tensor]) -> tuple | None:
+    """Identity of tensors' storage and contents: changes on ``.to()``, ``load_state_dict`` and optimizer steps."""
+    try:
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+    except RuntimeError:  # inference tensors have no version counter: changes cannot be detected
+        return None
+
+
+@torch.no_grad()
+def fuse_conv_batchnorm(module: nn.Module, example: torch.Tensor, rtol: float = 1e-4) -> tuple[nn.Module, int]:
+    """An inference copy of ``module`` with each eval-mode batch norm folded into the conv that feeds it.
+
+    Pairs are found by running ``example`` once: a ``BatchNorm2d`` whose input is exactly the output tensor
+    of a ``Conv2d`` is folded into it (``torch.nn.utils.fusion.fuse_conv_bn_eval``) and replaced by its own
+    activation (timm's ``BatchNormAct2d``) or an identity. No tracing is needed, so dynamic "same" padding
+    and feature-extractor wrappers work. The copy is checked against ``module`` on ``example``; if any
+    output differs by more than ``rtol`` (relative L2), e.g. because a conv output had another consumer,
+    ``(module, 0)`` is returned unchanged. Returns ``(copy, number of folded pairs)``.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(module).eval()
+    produced: dict[int, tuple[torch.Tensor, nn.Module]] = {}  # keeps outputs alive so ids stay unique
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def after_conv(conv, args, output):
+        produced[id(output)] = (output, conv)
+
+    def before_bn(bn, args):
+        hit = produced.get(id(args[0]))
+        if hit is not None and not bn.training and bn.track_running_stats and bn.running_mean is not None:
+            pairs.append((hit[1], bn))
+
+    hooks = [
+        m.register_forward_hook(after_conv) if isinstance(m, nn.Conv2d) else m.register_forward_pre_hook(before_bn)
+        for m in fused.modules()
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))
+    ]
+    try:
+        fused(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        produced.clear()
+    owner = {child: (parent, name) for parent in fused.modules() for name, child in parent.named_children()}
+    for conv, bn in pairs:
+        parent, name = owner[conv]
+        setattr(parent, name, fuse_conv_bn_eval(conv, bn))
+        parent, name = owner[bn]
+        tail = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+        setattr(parent, name, nn.Sequential(*tail) if tail else nn.Identity())
+
+    def flat(out):
+        return list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
+
+    for ref, new in zip(flat(module(example)), flat(fused(example)), strict=True):
+        if (ref - new).float().norm() > rtol * ref.float().norm() + 1e-6:
+            return module, 0
+    return fused, len(pairs)
 
 
 class RegionAwareSemanticAttention(nn.Module):
@@ -267,6 +335,8 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
 
     def train(self, mode: bool = True) -> RSFIQAForQualityScoring:
         super().train(mode)
+        if mode:  # weights are about to change: drop the inference copy (rebuilt on the next eval forward)
+            self.__dict__.pop("_fused_backbone", None)
         if self.segmenter is not None:
             self.segmenter.eval()
         if mode and self.config.backbone_freeze_bn:  # small IQA batches: keep ImageNet BN statistics
@@ -295,6 +365,44 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             x = module(x)
         return x
 
+    # -- inference fast path -----------------------------------------------------------------------
+    def inference_backbone(self) -> nn.Module:
+        """The module the backbone forward runs through in eval mode without gradients.
+
+        With ``config.inference_fuse_batchnorm`` this is a cached copy of ``self.backbone`` with batch norms
+        folded into their convolutions (:func:`fuse_conv_batchnorm`); it is rebuilt whenever a backbone
+        tensor is replaced or modified in place (optimizer steps, ``load_state_dict``, ``.to()``). It falls
+        back to ``self.backbone`` while training, with gradients on, for non-float32 weights, or when
+        forward hooks are registered on the backbone (they would not fire in a copy).
+        """
+        backbone = self.backbone
+        if not getattr(self.config, "inference_fuse_batchnorm", False) or self.training or torch.is_grad_enabled():
+            return backbone
+        cached = self.__dict__.get("_fused_backbone")  # (modules, tensors, stamp, fused)
+        if cached is not None and cached[0][0] is backbone:
+            modules, tensors, stamp, fused = cached
+            if _tensor_stamp(tensors) == stamp:
+                hooked = any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+                return backbone if hooked else fused
+        modules = list(backbone.modules())
+        tensors = list(backbone.parameters()) + list(backbone.buffers())
+        stamp = _tensor_stamp(tensors)
+        fused = backbone
+        usable = stamp is not None and all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
+        if usable and any(isinstance(m, nn.BatchNorm2d) for m in modules):
+            in_chans = int((self.config.backbone_kwargs or {}).get("in_chans", 3))
+            probe = torch.randn(1, in_chans, 64, 64, generator=torch.Generator().manual_seed(0))
+            try:
+                with torch.inference_mode(False), torch.no_grad():
+                    fused, _ = fuse_conv_batchnorm(backbone, probe.to(tensors[0].device))
+            except Exception:  # noqa: BLE001 - a backbone that rejects the probe keeps its own path
+                fused = backbone
+        # kept outside the module tree: not in state_dict(), parameters() or named_modules()
+        self.__dict__["_fused_backbone"] = (modules, tensors, stamp, fused)
+        if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+            return backbone
+        return fused
+
     def _backbone_features(
         self, pixel_values: torch.Tensor | None, prefix_features: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
@@ -312,7 +420,7 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
                 if name in self._feature_units:
                     feats.append(x)
         else:
-            feats = self.backbone(pixel_values)
+            feats = self.inference_backbone()(pixel_values)
         out = []
         for f, c in zip(feats, self.stage_channels):
             if f.shape[1] != c and f.shape[-1] == c:  # NHWC backbones (e.g. Swin) -> NCHW

@@ -200,3 +200,105 @@ def test_frozen_prefix_cache_equals_full_forward(backbone):
     out.loss.backward()
     later = [p for p in model.backbone.parameters() if p.requires_grad]
     assert later and all(p.grad is not None for p in later)
+
+
+def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial running statistics and affine terms, so that folding them is actually tested."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize(
+    "backbone,kwargs", [("test_efficientnet", {}), ("test_efficientnet", {"pad_type": "same"}), ("resnet18", {})]
+)
+def test_fused_inference_backbone_matches_the_backbone(backbone, kwargs):
+    torch.manual_seed(0)
+    config = tiny_config(backbone_name=backbone, backbone_kwargs=kwargs, use_region_descriptions=False)
+    model = RSFIQAForQualityScoring(config).eval()
+    _randomise_batchnorm(model)
+    x = torch.randn(2, 3, *config.image_size)
+    labels = make_region_labels(config, 2)
+    with torch.no_grad():
+        fused = model.inference_backbone()
+        assert fused is not model.backbone
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        for ref, out in zip(model.backbone(x), fused(x), strict=True):
+            torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        fast = model(pixel_values=x, region_labels=labels).score
+        model.config.inference_fuse_batchnorm = False
+        slow = model(pixel_values=x, region_labels=labels).score
+    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-5)
+    # the copy lives outside the module tree: weights on disk and parameters() are unchanged
+    assert set(model.state_dict()) == set(RSFIQAForQualityScoring(config).state_dict())
+    assert not any(m is fused for m in model.modules())
+
+
+def test_inference_backbone_only_when_safe_and_rebuilt_when_weights_change():
+    torch.manual_seed(0)
+    config = tiny_config(use_region_descriptions=False)
+    model = RSFIQAForQualityScoring(config)
+    _randomise_batchnorm(model)
+    x = torch.randn(2, 3, *config.image_size)
+    labels = make_region_labels(config, 2)
+    model.train()
+    with torch.no_grad():
+        assert model.inference_backbone() is model.backbone  # training: batch statistics
+    model.eval()
+    assert model.inference_backbone() is model.backbone  # gradients on
+    with torch.no_grad():
+        first = model.inference_backbone()
+        assert first is not model.backbone and model.inference_backbone() is first  # cached
+        handle = model.backbone.conv_stem.register_forward_hook(lambda *a: None)
+        assert model.inference_backbone() is model.backbone  # a hook would not fire in the copy
+        handle.remove()
+        assert model.inference_backbone() is first
+
+    # an optimizer step changes the weights: the next eval forward folds them again
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(pixel_values=x, region_labels=labels, labels=torch.tensor([20.0, 80.0])).loss.backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        rebuilt = model.inference_backbone()
+        assert rebuilt is not first
+        for ref, out in zip(model.backbone(x), rebuilt(x), strict=True):
+            torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        # load_state_dict copies in place (no train() call): detected by the tensors' version counters
+        state = {k: v + 0.01 if k.endswith("running_mean") else v for k, v in model.state_dict().items()}
+        model.load_state_dict(state)
+        reloaded = model.inference_backbone()
+        assert reloaded is not rebuilt
+        for ref, out in zip(model.backbone(x), reloaded(x), strict=True):
+            torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_fuse_conv_batchnorm_refuses_a_conv_output_with_another_consumer():
+    from modeling_rsfiqa.modeling_rsfiqa import fuse_conv_batchnorm
+
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y  # folding the BN into the conv would change the second term
+
+    module = Branchy().eval()
+    _randomise_batchnorm(module)
+    x = torch.randn(1, 3, 16, 16)
+    same, n = fuse_conv_batchnorm(module, x)
+    assert same is module and n == 0
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    _randomise_batchnorm(plain)
+    fused, n = fuse_conv_batchnorm(plain, x)
+    assert n == 1 and isinstance(fused[1], torch.nn.Identity)
+    torch.testing.assert_close(fused(x), plain(x), atol=1e-5, rtol=1e-5)
