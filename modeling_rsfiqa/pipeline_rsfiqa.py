@@ -11,6 +11,7 @@ from transformers import Pipeline
 
 from .image_utils_rsfiqa import ImageLoadError, describe_source, load_image_rgb
 from .partition_rsfiqa import region_summaries
+from .runtime_rsfiqa import tune_cpu_allocator
 
 __all__ = ["ImageQualityPipeline"]
 
@@ -29,12 +30,21 @@ class ImageQualityPipeline(Pipeline):
     image that cannot be decoded instead of raising (so one bad file in a list does not lose the others);
     ``return_region_map=True`` adds the full-resolution region label map; ``annotations=`` passes MLLM
     region annotations for a single image.
+
+    On CPU, creating the pipeline raises glibc's malloc thresholds for the process so that activation memory
+    is reused between calls instead of page-faulted in again (:func:`tune_cpu_allocator`; about 1.5x faster
+    at 500 px on 2 threads; ``RSFIQA_MALLOC_TUNING=0`` disables it).
     """
 
     _load_processor = True
     _load_image_processor = False
     _load_feature_extractor = False
     _load_tokenizer = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.device.type == "cpu":  # keep activation memory between calls (see runtime_rsfiqa)
+            tune_cpu_allocator()
 
     def _sanitize_parameters(
         self,

@@ -135,3 +135,24 @@ def test_remote_code_without_the_package(iqa, tmp_path):
     assert result["score"] == pytest.approx(expected, abs=1e-5)
     assert result["direct"] == pytest.approx(expected, abs=1e-5)
     assert ROOT.name  # the subprocess ran outside the repository (cwd=tmp_path)
+
+
+def test_cpu_allocator_tuning_respects_the_environment(monkeypatch):
+    import platform
+
+    from modeling_rsfiqa import runtime_rsfiqa
+
+    for var in ("RSFIQA_MALLOC_TUNING", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(runtime_rsfiqa, "_state", {})
+    monkeypatch.setenv("RSFIQA_MALLOC_TUNING", "0")
+    assert runtime_rsfiqa.tune_cpu_allocator() is False
+    monkeypatch.setattr(runtime_rsfiqa, "_state", {})
+    monkeypatch.delenv("RSFIQA_MALLOC_TUNING")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")  # the user's own choice wins
+    assert runtime_rsfiqa.tune_cpu_allocator() is False
+    monkeypatch.setattr(runtime_rsfiqa, "_state", {})
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert runtime_rsfiqa.tune_cpu_allocator() is expected
+    assert runtime_rsfiqa.tune_cpu_allocator() is expected  # idempotent
