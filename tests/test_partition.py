@@ -106,6 +106,23 @@ def test_resize_label_map_and_summaries():
     assert summaries[0]["area"] == pytest.approx(0.5)
 
 
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 37), (37, 1), (7, 13), (120, 90)])
+def test_region_summaries_match_a_per_region_scan(shape):
+    rng = np.random.default_rng(sum(shape))
+    labels = rng.integers(-1, 9, shape).astype(np.int32)
+    labels[labels == 4] = 5  # a missing label must be skipped, not reported empty
+    summaries = region_summaries(labels)
+    present = [k for k in range(int(labels.max()) + 1) if (labels == k).any()]
+    assert [s["label"] for s in summaries] == present
+    for s in summaries:
+        ys, xs = np.nonzero(labels == s["label"])
+        assert s["box"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        assert s["area"] == pytest.approx(len(ys) / labels.size)
+        assert s["centroid"] == pytest.approx([xs.mean(), ys.mean()])
+    assert region_summaries(np.full((3, 4), -1)) == []
+
+
 class CountingSam(torch.nn.Module):
     """Wraps a SamModel and counts encoder and decoder calls."""
 
