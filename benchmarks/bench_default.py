@@ -7,8 +7,8 @@ Measured in one run on the same JPEG files (CLIVE images from ../shared if prese
 scikit-image photos resized to 500x500):
 * model: the image-quality pipeline end to end (decode, resize/normalise, superpixel partition, backbone,
   RSA, head, region summaries);
-* backbone: decode + resize/normalise + the bare timm backbone forward, channels-last like the model
-  (the floor any model on this backbone pays);
+* backbone: decode + resize/normalise + the bare timm backbone forward, run exactly as the model runs it
+  (channels-last, batch norms folded: ``model.inference_backbone()``), the floor any model on it pays;
 * brisque: decode + BRISQUE (PyPI ``brisque``; only installed in the benchmark's environment).
 Prints per-image medians, the partition / RSA+head split, and the ratios the targets are stated in:
 ``brisque/model`` (target >= 2) and ``overhead = (model - backbone) / backbone`` (target <= 0.5).
@@ -77,6 +77,7 @@ def main() -> None:
 
     import modeling_rsfiqa
     from modeling_rsfiqa.image_utils_rsfiqa import load_image_rgb
+    from modeling_rsfiqa.runtime_rsfiqa import tune_cpu_allocator
 
     model_dir = args.model or str(modeling_rsfiqa.DEFAULT_MODEL_DIR)
     pipe = pipeline("image-quality", model=model_dir)
@@ -88,8 +89,8 @@ def main() -> None:
     @torch.inference_mode()
     def run_backbone(path):
         pixel_values = processor.image_processor(load_image_rgb(path), return_tensors="pt")["pixel_values"]
-        # the same (channels-last) layout the model itself uses on CPU: the fair floor
-        return model.backbone(pixel_values.contiguous(memory_format=torch.channels_last))
+        # exactly what the model runs: channels-last input through the batch-norm-folded backbone copy
+        return model.inference_backbone()(pixel_values.contiguous(memory_format=torch.channels_last))
 
     def run_partition(path):
         return processor.partition(load_image_rgb(path), output_size=processor.label_size)
@@ -110,6 +111,7 @@ def main() -> None:
 
     med = {k: statistics.median(v) * 1000 for k, v in results.items()}
     print(f"images={len(paths)} x{args.repeats} size=500x500 threads={args.threads} model={model_dir}")
+    print(f"glibc malloc thresholds raised by the pipeline: {tune_cpu_allocator()} (RSFIQA_MALLOC_TUNING=0 to compare)")
     for key in ("model", "backbone", "partition", "brisque"):
         if key in med:
             print(f"{key:>10}: {med[key]:8.1f} ms/image (median)")

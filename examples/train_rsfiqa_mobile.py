@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import shutil
@@ -60,7 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new layers (RSA, head)")
     p.add_argument("--backbone_lr", type=float, default=1e-4)
     p.add_argument("--weight_decay", type=float, default=1e-4)
-    p.add_argument("--crop_cells", type=int, default=20, help="random crop of the stride-16 map (0 = none)")
+    p.add_argument("--train_work_size", type=int, default=256,
+                   help="superpixels for the cached TRAINING label maps run on a copy this size (computed once, so "
+                        "finer than the shipped inference setting, the preset's superpixel_work_size)")
+    p.add_argument("--crop_cells", type=int, default=24, help="random crop of the stride-16 map (0 = none)")
     p.add_argument("--val_fraction", type=float, default=0.2)
     p.add_argument("--loss_weights", default="l1=1,plcc=1", help="CLIVE loss, e.g. l1=1,plcc=1,rank=1")
     p.add_argument("--synthetic_dir", default=str(SHARED / "data" / "pristine"),
@@ -93,60 +97,103 @@ def save_atomic(obj, path: Path) -> None:
     tmp.replace(path)
 
 
-def build_cache(model, processor, files: list[Path], cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def cache_dirs(model, processor, cache_root: Path) -> tuple[Path, Path]:
+    """Directories of the two caches, named by a hash of everything their contents depend on.
+
+    Prefix features depend on the backbone, its weights and the input transform; region label maps on the
+    partition settings and the input size. Changing either (another preset, ``--weights``, superpixel settings)
+    therefore starts a new cache instead of silently reusing stale entries; ``settings.json`` records the key.
+    """
+    c = model.config
+    feature_settings = {
+        "backbone_name": c.backbone_name, "backbone_kwargs": c.backbone_kwargs,
+        "prefix_stage": c.backbone_out_indices[0], "weights": c.backbone_pretrained,
+        "image_size": c.image_size, "image_mean": c.image_mean, "image_std": c.image_std, "flip": True,
+    }
+    region_settings = {**processor.partition_settings, "image_size": c.image_size, "label_scale": 2}
+    dirs = []
+    for kind, settings in (("prefix", feature_settings), ("regions", region_settings)):
+        key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+        d = cache_root / f"{kind}-{key}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        dirs.append(d)
+    return dirs[0], dirs[1]
+
+
+def label_map_size(model) -> tuple[int, int]:
+    """Region label maps are cached at twice the prefix map's resolution, so that crops stay aligned."""
+    with torch.no_grad():
+        pre = model.encode_prefix(torch.zeros(1, 3, *model.config.image_size))
+    return 2 * pre.shape[-2], 2 * pre.shape[-1]
+
+
+def build_cache(model, processor, files: list[Path], cache_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Prefix features (N, 2, C, h, w) fp16 for image + h-flip, and label maps (N, 2, 2h, 2w) int16.
 
-    Computed in chunks saved as they finish, so an interrupted run resumes where it stopped."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    Computed in chunks saved as they finish (features and label maps in their own keyed caches, see
+    :func:`cache_dirs`), so an interrupted run resumes where it stopped."""
+    feat_dir, map_dir = cache_dirs(model, processor, cache_root)
+    size = label_map_size(model)
     chunk = 64
-    parts = []
-    for start in tqdm(range(0, len(files), chunk), desc="caching prefix features", unit="chunk"):
-        path = cache_dir / f"prefix_{start:05d}.pt"
-        if path.exists():
-            parts.append(torch.load(path))
-            continue
-        feats, maps = [], []
-        for f in files[start : start + chunk]:
-            image = load_image_rgb(f)
-            pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"]
-            x = torch.cat([pixel_values, pixel_values.flip(-1)])
-            pre = model.encode_prefix(x)
-            label_size = (2 * pre.shape[-2], 2 * pre.shape[-1])
-            labels = processor.partition(image, output_size=label_size)
-            feats.append(pre.half())
-            maps.append(torch.from_numpy(np.stack([labels, labels[:, ::-1].copy()]).astype(np.int16)))
-        part = (torch.stack(feats), torch.stack(maps))
-        save_atomic(part, path)
-        parts.append(part)
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    feats_all, maps_all = [], []
+    for start in tqdm(range(0, len(files), chunk), desc="caching prefix features + regions", unit="chunk"):
+        feat_path, map_path = feat_dir / f"prefix_{start:05d}.pt", map_dir / f"regions_{start:05d}.pt"
+        feats = torch.load(feat_path) if feat_path.exists() else None
+        maps = torch.load(map_path) if map_path.exists() else None
+        if feats is None or maps is None:
+            new_feats, new_maps = [], []
+            for f in files[start : start + chunk]:
+                image = load_image_rgb(f)
+                pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"]
+                if feats is None:
+                    new_feats.append(model.encode_prefix(torch.cat([pixel_values, pixel_values.flip(-1)])).half())
+                if maps is None:
+                    labels = processor.partition(image, output_size=size)
+                    new_maps.append(torch.from_numpy(np.stack([labels, labels[:, ::-1].copy()]).astype(np.int16)))
+            if feats is None:
+                feats = torch.stack(new_feats)
+                save_atomic(feats, feat_path)
+            if maps is None:
+                maps = torch.stack(new_maps)
+                save_atomic(maps, map_path)
+        feats_all.append(feats)
+        maps_all.append(maps)
+    return torch.cat(feats_all), torch.cat(maps_all)
 
 
-def build_synthetic_cache(model, processor, files: list[Path], distortions: list[str], cache_dir: Path):
+def build_synthetic_cache(model, processor, files: list[Path], distortions: list[str], cache_root: Path, split: str):
     """Per (photo, distortion): prefix features (G, 6, C, h, w) and label maps for clean + levels 1..5.
 
-    Photos are resized to the model's input size first; saved per photo, so the job resumes."""
+    Photos are resized to the model's input size first; saved per photo (features and label maps in their
+    keyed caches), so the job resumes."""
     from modeling_rsfiqa.distortions_rsfiqa import distort
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    feat_dir, map_dir = cache_dirs(model, processor, cache_root)
+    tag = hashlib.sha1(",".join(distortions).encode()).hexdigest()[:8]
+    size = label_map_size(model)
     height, width = model.config.image_size
     feats, maps = [], []
-    for f in tqdm(files, desc=f"caching synthetic groups ({cache_dir.name})", unit="photo"):
-        path = cache_dir / f"{f.stem}-{len(distortions)}d.pt"
-        if not path.exists():
+    for f in tqdm(files, desc=f"caching synthetic groups ({split})", unit="photo"):
+        feat_path = feat_dir / f"synthetic-{split}-{f.stem}-{tag}.pt"
+        map_path = map_dir / f"synthetic-{split}-{f.stem}-{tag}.pt"
+        if not (feat_path.exists() and map_path.exists()):
             clean = load_image_rgb(f).resize((width, height))
             group_feats, group_maps = [], []
             for name in distortions:
                 variants = [clean] + [distort(clean, name, lv, seed=0) for lv in LEVELS[1:]]
                 pixel_values = processor.image_processor(variants, return_tensors="pt")["pixel_values"]
-                pre = model.encode_prefix(pixel_values)
-                size = (2 * pre.shape[-2], 2 * pre.shape[-1])
-                group_feats.append(pre.half())
-                group_maps.append(torch.from_numpy(np.stack([processor.partition(v, output_size=size)
-                                                             for v in variants]).astype(np.int16)))
-            save_atomic((torch.stack(group_feats), torch.stack(group_maps)), path)
-        part = torch.load(path)
-        feats.append(part[0])
-        maps.append(part[1])
+                if not feat_path.exists():
+                    group_feats.append(model.encode_prefix(pixel_values).half())
+                if not map_path.exists():
+                    group_maps.append(torch.from_numpy(np.stack([processor.partition(v, output_size=size)
+                                                                 for v in variants]).astype(np.int16)))
+            if not feat_path.exists():
+                save_atomic(torch.stack(group_feats), feat_path)
+            if not map_path.exists():
+                save_atomic(torch.stack(group_maps), map_path)
+        feats.append(torch.load(feat_path))
+        maps.append(torch.load(map_path))
     return torch.cat(feats), torch.cat(maps)
 
 
@@ -234,7 +281,16 @@ def compute_metrics(eval_pred) -> dict[str, float]:
 def write_model_card(out: Path, metrics: dict, info: dict) -> None:
     keys = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "synthetic_order_acc")
     rows = "\n".join(f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics)
-    card = (ROOT / "examples" / "rsfiqa_mobile_card.md").read_text().format(metrics_table=rows, **info)
+    piped = info.get("pipeline_validation")
+    pipeline_line = (
+        f"Scored end to end through `pipeline(\"image-quality\")` as shipped (full 500 px image, superpixels on a "
+        f"{info['superpixel_work_size']} px copy): SRCC {piped['srcc']:.4f}, PLCC {piped['plcc']:.4f} on the same "
+        f"{info['n_val']} images."
+        if piped
+        else "No validation split (--full): no pipeline figures."
+    )
+    card = (ROOT / "examples" / "rsfiqa_mobile_card.md").read_text()
+    card = card.format(metrics_table=rows, pipeline_line=pipeline_line, **info)
     (out / "README.md").write_text(card)
 
 
@@ -250,6 +306,16 @@ def record_reference(model_dir: Path) -> dict:
                           for n in ("chelsea", "coffee", "astronaut", "rocket")}}
     (model_dir / "reference_scores.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def pipeline_validation(model_dir: Path, files: list[Path], mos: np.ndarray) -> dict[str, float]:
+    """The validation images scored end to end by ``pipeline("image-quality")`` from the saved folder (full
+    500 px image, regions from the shipped partition settings): what users get, not the training-time eval."""
+    from transformers import pipeline
+
+    pipe = pipeline("image-quality", model=str(model_dir))
+    preds = np.array([pipe(str(f))["score"] for f in tqdm(files, desc="pipeline validation", unit="image")])
+    return {k: float(v) for k, v in compute_iqa_metrics(preds, mos).items() if k in ("srcc", "plcc")}
 
 
 def main(argv=None) -> None:
@@ -276,6 +342,8 @@ def main(argv=None) -> None:
     model.config.loss_weights = {k: float(v) for k, v in (kv.split("=") for kv in args.loss_weights.split(","))}
     model.eval()
     t0 = time.time()
+    inference_work_size = processor.superpixel_work_size
+    processor.superpixel_work_size = args.train_work_size  # training label maps only; restored before saving
     feats, maps = build_cache(model, processor, files, Path(args.cache_dir or out / "cache"))
 
     synthetic, held_out = None, None
@@ -285,11 +353,12 @@ def main(argv=None) -> None:
         cache_root = Path(args.cache_dir or out / "cache")
         train_photos = sorted((pristine / "cbsd68").glob("*.png"))[: args.limit]
         val_photos = sorted((pristine / "kodak24").glob("*.png"))[: args.limit]
-        synthetic = SyntheticGroups(*build_synthetic_cache(model, processor, train_photos, distortions,
-                                                           cache_root / "synthetic-train"), args.crop_cells, args.seed)
-        held_out = build_synthetic_cache(model, processor, val_photos, distortions, cache_root / "synthetic-val")
+        synthetic = SyntheticGroups(*build_synthetic_cache(model, processor, train_photos, distortions, cache_root,
+                                                           "train"), args.crop_cells, args.seed)
+        held_out = build_synthetic_cache(model, processor, val_photos, distortions, cache_root, "val")
         print(f"synthetic groups: {len(synthetic.feats)} train (cbsd68), {len(held_out[0])} held out (kodak24)")
     cache_seconds = time.time() - t0
+    processor.superpixel_work_size = inference_work_size
 
     train_ds = CachedPrefixDataset(feats, maps, mos, train_idx, True, args.crop_cells, args.seed)
     val_ds = CachedPrefixDataset(feats, maps, mos, val_idx, False, 0, args.seed) if len(val_idx) else None
@@ -348,8 +417,12 @@ def main(argv=None) -> None:
         "synthetic_distortions": args.synthetic_distortions, "rank_margin": args.rank_margin,
         "cache_minutes": cache_seconds / 60, "train_minutes": train_seconds / 60,
         "label_mean": model.config.label_mean, "label_std": model.config.label_std,
+        "superpixel_work_size": processor.superpixel_work_size, "train_work_size": args.train_work_size,
         "command": "python examples/train_rsfiqa_mobile.py --output_dir outputs/rsfiqa-mobile --ship",
     }
+    if len(val_idx):
+        info["pipeline_validation"] = pipeline_validation(final, [files[i] for i in val_idx], mos[val_idx])
+        print("through the pipeline:", info["pipeline_validation"])
     (final / "training_summary.json").write_text(json.dumps({"metrics": metrics, **info}, indent=2))
     shutil.copy(ROOT / "examples" / "NOTICE-rsfiqa-mobile.txt", final / "NOTICE.txt")
     shutil.copy(data_dir / "LIVE_COPYRIGHT.txt", final / "LIVE_COPYRIGHT.txt")
