@@ -371,7 +371,9 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
 
         With ``config.inference_fuse_batchnorm`` this is a cached copy of ``self.backbone`` with batch norms
         folded into their convolutions (:func:`fuse_conv_batchnorm`); it is rebuilt whenever a backbone
-        tensor is replaced or modified in place (optimizer steps, ``load_state_dict``, ``.to()``). It falls
+        tensor is modified in place or moved (optimizer steps, ``load_state_dict``, ``.to()``; checked with
+        each tensor's storage pointer and version counter, ~0.1 ms per call) and dropped by ``train()``. After
+        swapping backbone submodules or parameter objects by hand, call ``train()`` before evaluating. It falls
         back to ``self.backbone`` while training, with gradients on, for non-float32 weights, or when
         forward hooks are registered on the backbone (they would not fire in a copy).
         """
