@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import sys
 
 import pytest
 from conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "examples"))
+
+def load_recipe():
+    """Import the script by path: putting examples/ on sys.path would shadow the `evaluate` package."""
+    spec = importlib.util.spec_from_file_location("train_rsfiqa_mobile", ROOT / "examples" / "train_rsfiqa_mobile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
 def test_recipe_runs_end_to_end_and_keys_its_caches(shared_dir, tmp_path):
-    import train_rsfiqa_mobile as recipe
+    recipe = load_recipe()
 
     weights = shared_dir / "weights" / "mobilenetv2_100.tf2ptq_in1k.safetensors"
     if not weights.is_file():
