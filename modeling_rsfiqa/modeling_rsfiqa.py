@@ -153,7 +153,7 @@ def fuse_conv_batchnorm(module: nn.Module, example: torch.Tensor, rtol: float = 
 
     def before_bn(bn, args):
         hit = produced.get(id(args[0]))
-        if hit is not None and not bn.training and bn.track_running_stats and bn.running_mean is not None:
+        if hit is not None and bn.running_mean is not None:  # batch norms with running statistics only
             pairs.append((hit[1], bn))
 
     hooks = [
@@ -381,11 +381,17 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
         if not getattr(self.config, "inference_fuse_batchnorm", False) or self.training or torch.is_grad_enabled():
             return backbone
         cached = self.__dict__.get("_fused_backbone")  # (modules, tensors, stamp, fused)
-        if cached is not None and cached[0][0] is backbone:
-            modules, tensors, stamp, fused = cached
-            if _tensor_stamp(tensors) == stamp:
-                hooked = any(m._forward_hooks or m._forward_pre_hooks for m in modules)
-                return backbone if hooked else fused
+        if cached is None or cached[0][0] is not backbone or _tensor_stamp(cached[1]) != cached[2]:
+            cached = self.__dict__["_fused_backbone"] = self._fold_backbone()
+        modules, _, _, fused = cached
+        if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+            return backbone
+        return fused
+
+    def _fold_backbone(self) -> tuple[list[nn.Module], list[torch.Tensor], tuple | None, nn.Module]:
+        """(backbone modules, tensors, their stamp, folded copy or the backbone itself): the inference cache,
+        kept in ``__dict__`` outside the module tree (not in state_dict(), parameters() or named_modules())."""
+        backbone = self.backbone
         modules = list(backbone.modules())
         tensors = list(backbone.parameters()) + list(backbone.buffers())
         stamp = _tensor_stamp(tensors)
@@ -399,11 +405,7 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
                     fused, _ = fuse_conv_batchnorm(backbone, probe.to(tensors[0].device))
             except Exception:  # noqa: BLE001 - a backbone that rejects the probe keeps its own path
                 fused = backbone
-        # kept outside the module tree: not in state_dict(), parameters() or named_modules()
-        self.__dict__["_fused_backbone"] = (modules, tensors, stamp, fused)
-        if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
-            return backbone
-        return fused
+        return modules, tensors, stamp, fused
 
     def _backbone_features(
         self, pixel_values: torch.Tensor | None, prefix_features: torch.Tensor | None = None
