@@ -128,6 +128,22 @@ def label_map_size(model) -> tuple[int, int]:
     return 2 * pre.shape[-2], 2 * pre.shape[-1]
 
 
+def load_or_compute(feat_path: Path, map_path: Path, compute) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and label maps of one cache entry: what is on disk is loaded, only the missing part is
+    computed (``compute(need_feats, need_maps) -> (feats | None, maps | None)``) and saved atomically."""
+    feats = torch.load(feat_path) if feat_path.exists() else None
+    maps = torch.load(map_path) if map_path.exists() else None
+    if feats is None or maps is None:
+        new_feats, new_maps = compute(feats is None, maps is None)
+        if feats is None:
+            feats = new_feats
+            save_atomic(feats, feat_path)
+        if maps is None:
+            maps = new_maps
+            save_atomic(maps, map_path)
+    return feats, maps
+
+
 def build_cache(model, processor, files: list[Path], cache_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Prefix features (N, 2, C, h, w) fp16 for image + h-flip, and label maps (N, 2, 2h, 2w) int16.
 
@@ -138,25 +154,20 @@ def build_cache(model, processor, files: list[Path], cache_root: Path) -> tuple[
     chunk = 64
     feats_all, maps_all = [], []
     for start in tqdm(range(0, len(files), chunk), desc="caching prefix features + regions", unit="chunk"):
-        feat_path, map_path = feat_dir / f"prefix_{start:05d}.pt", map_dir / f"regions_{start:05d}.pt"
-        feats = torch.load(feat_path) if feat_path.exists() else None
-        maps = torch.load(map_path) if map_path.exists() else None
-        if feats is None or maps is None:
-            new_feats, new_maps = [], []
+
+        def compute(need_feats: bool, need_maps: bool, start: int = start):
+            feats, maps = [], []
             for f in files[start : start + chunk]:
                 image = load_image_rgb(f)
-                pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"]
-                if feats is None:
-                    new_feats.append(model.encode_prefix(torch.cat([pixel_values, pixel_values.flip(-1)])).half())
-                if maps is None:
+                if need_feats:
+                    pixel_values = processor.image_processor(image, return_tensors="pt")["pixel_values"]
+                    feats.append(model.encode_prefix(torch.cat([pixel_values, pixel_values.flip(-1)])).half())
+                if need_maps:
                     labels = processor.partition(image, output_size=size)
-                    new_maps.append(torch.from_numpy(np.stack([labels, labels[:, ::-1].copy()]).astype(np.int16)))
-            if feats is None:
-                feats = torch.stack(new_feats)
-                save_atomic(feats, feat_path)
-            if maps is None:
-                maps = torch.stack(new_maps)
-                save_atomic(maps, map_path)
+                    maps.append(torch.from_numpy(np.stack([labels, labels[:, ::-1].copy()]).astype(np.int16)))
+            return (torch.stack(feats) if need_feats else None), (torch.stack(maps) if need_maps else None)
+
+        feats, maps = load_or_compute(feat_dir / f"prefix_{start:05d}.pt", map_dir / f"regions_{start:05d}.pt", compute)
         feats_all.append(feats)
         maps_all.append(maps)
     return torch.cat(feats_all), torch.cat(maps_all)
@@ -173,28 +184,27 @@ def build_synthetic_cache(model, processor, files: list[Path], distortions: list
     tag = hashlib.sha1(",".join(distortions).encode()).hexdigest()[:8]
     size = label_map_size(model)
     height, width = model.config.image_size
-    feats, maps = [], []
+    feats_all, maps_all = [], []
     for f in tqdm(files, desc=f"caching synthetic groups ({split})", unit="photo"):
-        feat_path = feat_dir / f"synthetic-{split}-{f.stem}-{tag}.pt"
-        map_path = map_dir / f"synthetic-{split}-{f.stem}-{tag}.pt"
-        if not (feat_path.exists() and map_path.exists()):
+
+        def compute(need_feats: bool, need_maps: bool, f: Path = f):
             clean = load_image_rgb(f).resize((width, height))
-            group_feats, group_maps = [], []
+            feats, maps = [], []
             for name in distortions:
                 variants = [clean] + [distort(clean, name, lv, seed=0) for lv in LEVELS[1:]]
-                pixel_values = processor.image_processor(variants, return_tensors="pt")["pixel_values"]
-                if not feat_path.exists():
-                    group_feats.append(model.encode_prefix(pixel_values).half())
-                if not map_path.exists():
-                    group_maps.append(torch.from_numpy(np.stack([processor.partition(v, output_size=size)
-                                                                 for v in variants]).astype(np.int16)))
-            if not feat_path.exists():
-                save_atomic(torch.stack(group_feats), feat_path)
-            if not map_path.exists():
-                save_atomic(torch.stack(group_maps), map_path)
-        feats.append(torch.load(feat_path))
-        maps.append(torch.load(map_path))
-    return torch.cat(feats), torch.cat(maps)
+                if need_feats:
+                    pixel_values = processor.image_processor(variants, return_tensors="pt")["pixel_values"]
+                    feats.append(model.encode_prefix(pixel_values).half())
+                if need_maps:
+                    labels = [processor.partition(v, output_size=size) for v in variants]
+                    maps.append(torch.from_numpy(np.stack(labels).astype(np.int16)))
+            return (torch.stack(feats) if need_feats else None), (torch.stack(maps) if need_maps else None)
+
+        name = f"synthetic-{split}-{f.stem}-{tag}.pt"
+        feats, maps = load_or_compute(feat_dir / name, map_dir / name, compute)
+        feats_all.append(feats)
+        maps_all.append(maps)
+    return torch.cat(feats_all), torch.cat(maps_all)
 
 
 class SyntheticGroups:
