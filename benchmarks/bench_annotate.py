@@ -63,7 +63,9 @@ def main() -> None:
             results[method] = annotator.annotate(image, label_map, method=method)
             times[method].append(time.perf_counter() - t0)
     naive, fast = results["naive"], results["fast"]
-    identical = naive.raw_texts == fast.raw_texts and naive.meta["generated_tokens"] == fast.meta["generated_tokens"]
+    identical = (
+        naive.raw_texts == fast.raw_texts and naive.meta["generated_tokens"] == fast.meta["generated_tokens"]
+    )
     t_naive, t_fast = min(times["naive"]), min(times["fast"])
     print(f"generated tokens per region: {fast.meta['generated_tokens']}")
     d_probs = np.abs(naive.level_probs - fast.level_probs).max()

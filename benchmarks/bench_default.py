@@ -65,7 +65,9 @@ def timed(fn, paths: list[Path], repeats: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
@@ -76,8 +78,8 @@ def main() -> None:
     from transformers import pipeline
 
     import modeling_rsfiqa
-    from modeling_rsfiqa.image_utils_rsfiqa import load_image_rgb
-    from modeling_rsfiqa.runtime_rsfiqa import tune_cpu_allocator
+    from modeling_rsfiqa.image_io import load_image_rgb
+    from modeling_rsfiqa.runtime import tune_cpu_allocator
 
     model_dir = args.model or str(modeling_rsfiqa.DEFAULT_MODEL_DIR)
     pipe = pipeline("image-quality", model=model_dir)
@@ -105,13 +107,20 @@ def main() -> None:
             from brisque import BRISQUE
 
             scorer = BRISQUE(url=False)
-            results["brisque"] = timed(lambda p: scorer.score(np.asarray(load_image_rgb(p))), paths, args.repeats)
+            results["brisque"] = timed(
+                lambda p: scorer.score(np.asarray(load_image_rgb(p))), paths, args.repeats
+            )
         except ImportError:
-            print("brisque is not installed here (run `make bench`, which builds .venv-bench): skipped", file=sys.stderr)
+            print(
+                "brisque is not installed here (run `make bench`, which builds .venv-bench): skipped",
+                file=sys.stderr,
+            )
 
     med = {k: statistics.median(v) * 1000 for k, v in results.items()}
     print(f"images={len(paths)} x{args.repeats} size=500x500 threads={args.threads} model={model_dir}")
-    print(f"glibc malloc thresholds raised by the pipeline: {tune_cpu_allocator()} (RSFIQA_MALLOC_TUNING=0 to compare)")
+    print(
+        f"glibc malloc thresholds raised by the pipeline: {tune_cpu_allocator()} (RSFIQA_MALLOC_TUNING=0 to compare)"
+    )
     for key in ("model", "backbone", "partition", "brisque"):
         if key in med:
             print(f"{key:>10}: {med[key]:8.1f} ms/image (median)")

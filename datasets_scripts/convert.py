@@ -149,7 +149,9 @@ def _loadmat(path: Path, key: str) -> Any:
 
     data = loadmat(str(_require(path, "MATLAB label file")))
     if key not in data:
-        raise KeyError(f"{path} has no variable {key!r} (found: {sorted(k for k in data if not k.startswith('__'))})")
+        raise KeyError(
+            f"{path} has no variable {key!r} (found: {sorted(k for k in data if not k.startswith('__'))})"
+        )
     return data[key]
 
 
@@ -335,18 +337,28 @@ def read_koniq10k(root: Path, labels: Path | None = None, **_: Any) -> tuple[lis
         [root / n for n in names] + [root / "metadata" / n for n in names], "KonIQ-10k label file"
     )
     df = _read_table(label_path)
-    image_dir = _first_existing([root / "1024x768", root / "512x384", root / "images"], "KonIQ-10k image folder")
+    image_dir = _first_existing(
+        [root / "1024x768", root / "512x384", root / "images"], "KonIQ-10k image folder"
+    )
     split_map = {"training": "train", "train": "train", "validation": "validation", "test": "test"}
     has_set = "set" in df.columns
     records = []
     for r in df.to_dict("records"):
         split = split_map.get(str(r["set"]).strip().lower()) if has_set else None
         records.append(
-            _record(image_dir / str(r["image_name"]), root, r["MOS"], r.get("SD"), split=split,
-                    mos_zscore=_float_or_none(r.get("MOS_zscore")))
+            _record(
+                image_dir / str(r["image_name"]),
+                root,
+                r["MOS"],
+                r.get("SD"),
+                split=split,
+                mos_zscore=_float_or_none(r.get("MOS_zscore")),
+            )
         )
     meta = DatasetMeta(
-        "koniq10k", (1.0, 5.0), True,
+        "koniq10k",
+        (1.0, 5.0),
+        True,
         citation="Hosu, Lin, Sziranyi, Saupe. KonIQ-10k: An ecologically valid database for deep learning "
         "of blind image quality assessment. IEEE TIP 29, 2020.",
         notes="mos = MOS (1-5); mos_zscore = MOS_zscore (0-100) also provided.",
@@ -381,7 +393,9 @@ def read_spaq(root: Path, labels: Path | None = None, **_: Any) -> tuple[list[di
         attrs = {a.lower(): _float_or_none(r.get(a)) for a in SPAQ_ATTRIBUTES}
         records.append(_record(image_dir / str(r["Image name"]).strip(), root, r["MOS"], **attrs))
     meta = DatasetMeta(
-        "spaq", (0.0, 100.0), True,
+        "spaq",
+        (0.0, 100.0),
+        True,
         citation="Fang, Zhu, Zeng, Ma, Wang. Perceptual quality assessment of smartphone photography. CVPR 2020.",
     )
     return records, meta, {a.lower(): Value("float32") for a in SPAQ_ATTRIBUTES}
@@ -406,10 +420,13 @@ def read_clive(
     std_path = data / "AllStdDev_release.mat"
     std = (
         np.asarray(_loadmat(std_path, "AllStdDev_release"), dtype=float).reshape(-1)
-        if std_path.exists() else np.full(len(names), np.nan)
+        if std_path.exists()
+        else np.full(len(names), np.nan)
     )
     if not len(names) == len(mos) == len(std):
-        raise ValueError(f"CLIVE label files disagree in length: {len(names)} names, {len(mos)} MOS, {len(std)} std")
+        raise ValueError(
+            f"CLIVE label files disagree in length: {len(names)} names, {len(mos)} MOS, {len(std)} std"
+        )
     images, training = root / "Images", root / "Images" / "trainingImages"
     _require(images, "CLIVE image folder")
     training_names = {p.name.lower() for p in training.iterdir()} if training.is_dir() else set()
@@ -420,7 +437,9 @@ def read_clive(
             continue
         records.append(_record((training if is_training else images) / name, root, m, s))
     meta = DatasetMeta(
-        "clive", (0.0, 100.0), True,
+        "clive",
+        (0.0, 100.0),
+        True,
         citation="Ghadiyaram, Bovik. Massive online crowdsourced study of subjective and objective picture "
         "quality. IEEE TIP 25(1), 2016.",
     )
@@ -429,7 +448,7 @@ def read_clive(
 
 def _kadid_names() -> tuple[str, ...]:
     try:
-        from modeling_rsfiqa.distortions_rsfiqa import KADID_DISTORTION_NAMES
+        from modeling_rsfiqa.distortions import KADID_DISTORTION_NAMES
     except ImportError:  # pragma: no cover - the repository root is on sys.path in normal use
         return tuple(f"kadid_{i:02d}" for i in range(1, 26))
     return KADID_DISTORTION_NAMES
@@ -444,7 +463,7 @@ def read_kadid10k(root: Path, labels: Path | None = None, **_: Any) -> tuple[lis
     (``distorted_images/`` + ``reference_images/`` re-packagings are accepted too.) Despite its name,
     ``dmos`` is a quality score on 1-5, higher is better. The published ``var`` column is kept as-is in
     ``mos_var`` (a third-party audit reports it actually holds standard deviations, so it is not
-    converted). Distortion types use the 25 KADID names of ``modeling_rsfiqa.distortions_rsfiqa``.
+    converted). Distortion types use the 25 KADID names of ``modeling_rsfiqa.distortions``.
     Split: seeded 80/20 over the 81 reference images.
     """
     df = _read_table(labels or _require(root / "dmos.csv", "KADID-10k label file dmos.csv"))
@@ -455,7 +474,9 @@ def read_kadid10k(root: Path, labels: Path | None = None, **_: Any) -> tuple[lis
             for k, v in _file_index(folder).items():
                 index.setdefault(k, v)
     if not index:
-        raise FileNotFoundError(f"KADID-10k image folder not found; looked for: {', '.join(map(str, folders))}")
+        raise FileNotFoundError(
+            f"KADID-10k image folder not found; looked for: {', '.join(map(str, folders))}"
+        )
     kadid = _kadid_names()
     pattern = re.compile(r"^i(\d+)_(\d+)_(\d+)\.", re.IGNORECASE)
     records = []
@@ -463,15 +484,29 @@ def read_kadid10k(root: Path, labels: Path | None = None, **_: Any) -> tuple[lis
         dist = str(r["dist_img"])
         m = pattern.match(dist)
         if m is None:
-            raise ValueError(f"KADID-10k: unexpected distorted image name {dist!r} (expected I<ref>_<type>_<level>.png)")
+            raise ValueError(
+                f"KADID-10k: unexpected distorted image name {dist!r} (expected I<ref>_<type>_<level>.png)"
+            )
         type_id, level = int(m.group(2)), int(m.group(3))
         path = index.get(dist.lower(), root / "images" / dist)
         records.append(
-            _record(path, root, r["dmos"], None, kadid[type_id - 1] if 1 <= type_id <= len(kadid) else f"kadid_{type_id:02d}",
-                    level, str(r["ref_img"]), mos_var=_float_or_none(r.get("var")))
+            _record(
+                path,
+                root,
+                r["dmos"],
+                None,
+                kadid[type_id - 1] if 1 <= type_id <= len(kadid) else f"kadid_{type_id:02d}",
+                level,
+                str(r["ref_img"]),
+                mos_var=_float_or_none(r.get("var")),
+            )
         )
     meta = DatasetMeta(
-        "kadid10k", (1.0, 5.0), True, score_name="DMOS (quality-oriented)", synthetic=True,
+        "kadid10k",
+        (1.0, 5.0),
+        True,
+        score_name="DMOS (quality-oriented)",
+        synthetic=True,
         citation="Lin, Hosu, Saupe. KADID-10k: A large-scale artificially distorted IQA database. QoMEX 2019.",
     )
     return records, meta, {"mos_var": Value("float32")}
@@ -479,12 +514,29 @@ def read_kadid10k(root: Path, labels: Path | None = None, **_: Any) -> tuple[lis
 
 #: TID2013 distortion ids 1..24 (Ponomarenko et al. 2015, Table 1), as short snake-case names.
 TID2013_DISTORTIONS: tuple[str, ...] = (
-    "additive_gaussian_noise", "additive_noise_color_components", "spatially_correlated_noise", "masked_noise",
-    "high_frequency_noise", "impulse_noise", "quantization_noise", "gaussian_blur", "image_denoising",
-    "jpeg", "jpeg2000", "jpeg_transmission_errors", "jpeg2000_transmission_errors",
-    "non_eccentricity_pattern_noise", "local_blockwise_distortions", "mean_shift", "contrast_change",
-    "change_of_color_saturation", "multiplicative_gaussian_noise", "comfort_noise",
-    "lossy_compression_of_noisy_images", "color_quantization_with_dither", "chromatic_aberrations",
+    "additive_gaussian_noise",
+    "additive_noise_color_components",
+    "spatially_correlated_noise",
+    "masked_noise",
+    "high_frequency_noise",
+    "impulse_noise",
+    "quantization_noise",
+    "gaussian_blur",
+    "image_denoising",
+    "jpeg",
+    "jpeg2000",
+    "jpeg_transmission_errors",
+    "jpeg2000_transmission_errors",
+    "non_eccentricity_pattern_noise",
+    "local_blockwise_distortions",
+    "mean_shift",
+    "contrast_change",
+    "change_of_color_saturation",
+    "multiplicative_gaussian_noise",
+    "comfort_noise",
+    "lossy_compression_of_noisy_images",
+    "color_quantization_with_dither",
+    "chromatic_aberrations",
     "sparse_sampling_and_reconstruction",
 )
 
@@ -521,7 +573,10 @@ def read_tid2013(root: Path, labels: Path | None = None, **_: Any) -> tuple[list
         path = dist_index.get(name.lower(), root / "distorted_images" / name)
         records.append(_record(path, root, float(mos), s, dtype, level, reference))
     meta = DatasetMeta(
-        "tid2013", (0.0, 9.0), True, synthetic=True,
+        "tid2013",
+        (0.0, 9.0),
+        True,
+        synthetic=True,
         citation="Ponomarenko et al. Image database TID2013: Peculiarities, results and perspectives. "
         "Signal Processing: Image Communication 30, 2015.",
     )
@@ -541,8 +596,10 @@ CSIQ_TYPES: dict[str, tuple[str, str]] = {
 
 def _csiq_table(path: Path):
     """The ``all_by_image`` sheet (or its CSV export): the header row is located, not assumed."""
-    raw = _read_table(path, sheet="all_by_image", header=None) if path.suffix.lower() != ".csv" else _read_table(
-        path, header=None
+    raw = (
+        _read_table(path, sheet="all_by_image", header=None)
+        if path.suffix.lower() != ".csv"
+        else _read_table(path, header=None)
     )
     for i in range(min(len(raw), 50)):
         cells = [str(c).strip().lower() for c in raw.iloc[i].tolist()]
@@ -571,7 +628,11 @@ def read_csiq(root: Path, labels: Path | None = None, **_: Any) -> tuple[list[di
     records = []
     for _, r in table.iterrows():
         image = r["image"]
-        image = str(int(image)) if isinstance(image, (int, float)) and float(image).is_integer() else str(image).strip()
+        image = (
+            str(int(image))
+            if isinstance(image, (int, float)) and float(image).is_integer()
+            else str(image).strip()
+        )
         dst_type = str(r["dst_type"]).strip().lower()
         if dst_type not in CSIQ_TYPES:
             raise ValueError(f"CSIQ: unknown dst_type {dst_type!r}; expected one of {sorted(CSIQ_TYPES)}")
@@ -579,9 +640,15 @@ def read_csiq(root: Path, labels: Path | None = None, **_: Any) -> tuple[list[di
         level = int(float(r["dst_lev"]))
         fname = f"{image}.{token}.{level}.png"
         path = index.get(fname.lower(), dist_dir / folder / fname)
-        records.append(_record(path, root, float(r["dmos"]), r.get("dmos_std"), folder, level, f"{image}.png"))
+        records.append(
+            _record(path, root, float(r["dmos"]), r.get("dmos_std"), folder, level, f"{image}.png")
+        )
     meta = DatasetMeta(
-        "csiq", (0.0, 1.0), False, score_name="DMOS", synthetic=True,
+        "csiq",
+        (0.0, 1.0),
+        False,
+        score_name="DMOS",
+        synthetic=True,
         citation="Larson, Chandler. Most apparent distortion: full-reference image quality assessment and the "
         "role of strategy. J. Electronic Imaging 19(1), 2010.",
     )
@@ -589,7 +656,13 @@ def read_csiq(root: Path, labels: Path | None = None, **_: Any) -> tuple[list[di
 
 
 #: LIVE release 2 distortion folders, in the order of dmos.mat, with their published image counts.
-LIVE_FOLDERS: tuple[tuple[str, int], ...] = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
+LIVE_FOLDERS: tuple[tuple[str, int], ...] = (
+    ("jp2k", 227),
+    ("jpeg", 233),
+    ("wn", 174),
+    ("gblur", 174),
+    ("fastfading", 174),
+)
 
 
 def read_live(
@@ -635,12 +708,24 @@ def read_live(
             if orgs[i] == 1 and not keep_reference_copies:
                 continue
             records.append(
-                _record(root / folder / f"img{k + 1}.bmp", root, dmos[i], std[i], folder, None, refs[i],
-                        is_reference_copy=bool(orgs[i] == 1))
+                _record(
+                    root / folder / f"img{k + 1}.bmp",
+                    root,
+                    dmos[i],
+                    std[i],
+                    folder,
+                    None,
+                    refs[i],
+                    is_reference_copy=bool(orgs[i] == 1),
+                )
             )
         offset += count
     meta = DatasetMeta(
-        "live", (0.0, 100.0), False, score_name="DMOS", synthetic=True,
+        "live",
+        (0.0, 100.0),
+        False,
+        score_name="DMOS",
+        synthetic=True,
         citation="Sheikh, Sabir, Bovik. A statistical evaluation of recent full reference image quality "
         "assessment algorithms. IEEE TIP 15(11), 2006.",
         notes="dmos_realigned.mat" if realigned else "dmos.mat",
@@ -664,15 +749,27 @@ def read_agiqa3k(root: Path, labels: Path | None = None, **_: Any) -> tuple[list
     for r in df.to_dict("records"):
         name = str(r["name"])
         records.append(
-            _record(index.get(name.lower(), root / name), root, r["mos_quality"], r.get("std_quality"),
-                    prompt=str(r.get("prompt", "")), mos_align=_float_or_none(r.get("mos_align")),
-                    std_align=_float_or_none(r.get("std_align")))
+            _record(
+                index.get(name.lower(), root / name),
+                root,
+                r["mos_quality"],
+                r.get("std_quality"),
+                prompt=str(r.get("prompt", "")),
+                mos_align=_float_or_none(r.get("mos_align")),
+                std_align=_float_or_none(r.get("std_align")),
+            )
         )
     meta = DatasetMeta(
-        "agiqa3k", (0.0, 5.0), True,
+        "agiqa3k",
+        (0.0, 5.0),
+        True,
         citation="Li et al. AGIQA-3K: An open database for AI-generated image quality assessment. IEEE TCSVT 2023.",
     )
-    return records, meta, {"prompt": Value("string"), "mos_align": Value("float32"), "std_align": Value("float32")}
+    return (
+        records,
+        meta,
+        {"prompt": Value("string"), "mos_align": Value("float32"), "std_align": Value("float32")},
+    )
 
 
 def read_imagefolder(
@@ -694,14 +791,26 @@ def read_imagefolder(
         level = _float_or_none(r.get("distortion_level"))
         ref, dtype = r.get("reference"), r.get("distortion_type")
         records.append(
-            _record(root / str(r["file_name"]), root, r["mos"], r.get("mos_std"),
-                    None if dtype is None else str(dtype), None if level is None else int(level),
-                    None if ref is None else str(ref))
+            _record(
+                root / str(r["file_name"]),
+                root,
+                r["mos"],
+                r.get("mos_std"),
+                None if dtype is None else str(dtype),
+                None if level is None else int(level),
+                None if ref is None else str(ref),
+            )
         )
     observed = mos_range is None
-    lo, hi = (float(df["mos"].min()), float(df["mos"].max())) if observed else (float(mos_range[0]), float(mos_range[1]))
+    lo, hi = (
+        (float(df["mos"].min()), float(df["mos"].max()))
+        if observed
+        else (float(mos_range[0]), float(mos_range[1]))
+    )
     meta = DatasetMeta(
-        root.name, (lo, hi), not lower_is_better,
+        root.name,
+        (lo, hi),
+        not lower_is_better,
         synthetic=bool(df.get("reference") is not None and df["reference"].notna().any()),
         notes="mos_range observed in the data" if observed else "",
     )
@@ -760,18 +869,28 @@ def load_imagefolder(data_dir: str | Path, split: str = "train", cache_dir: str 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("dataset", choices=sorted(CONVERTERS))
     parser.add_argument("--root", required=True, type=Path, help="extracted archive folder")
     parser.add_argument("--out", required=True, type=Path, help="output folder for save_to_disk")
-    parser.add_argument("--seed", type=int, default=0, help="split seed when there is no official split (0..9)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="split seed when there is no official split (0..9)"
+    )
     parser.add_argument("--test-fraction", type=float, default=0.2)
-    parser.add_argument("--labels", type=Path, help="label file to use instead of the published one (e.g. a CSV export)")
+    parser.add_argument(
+        "--labels", type=Path, help="label file to use instead of the published one (e.g. a CSV export)"
+    )
     parser.add_argument("--allow-missing", action="store_true", help="skip label rows whose image is missing")
-    parser.add_argument("--include-training-images", action="store_true", help="clive: keep the 7 practice images")
+    parser.add_argument(
+        "--include-training-images", action="store_true", help="clive: keep the 7 practice images"
+    )
     parser.add_argument("--realigned", action="store_true", help="live: use dmos_realigned.mat")
     parser.add_argument("--keep-reference-copies", action="store_true", help="live: keep rows with orgs == 1")
-    parser.add_argument("--mos-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="imagefolder: score range")
+    parser.add_argument(
+        "--mos-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="imagefolder: score range"
+    )
     parser.add_argument("--lower-is-better", action="store_true", help="imagefolder: scores are DMOS-like")
     args = parser.parse_args(argv)
     options: dict[str, Any] = {"labels": args.labels}
@@ -781,8 +900,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         options.update(realigned=args.realigned, keep_reference_copies=args.keep_reference_copies)
     if args.dataset == "imagefolder":
         options.update(mos_range=args.mos_range, lower_is_better=args.lower_is_better)
-    dd = convert(args.dataset, args.root, args.out, seed=args.seed, test_fraction=args.test_fraction,
-                 allow_missing=args.allow_missing, **options)
+    dd = convert(
+        args.dataset,
+        args.root,
+        args.out,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        allow_missing=args.allow_missing,
+        **options,
+    )
     sizes = ", ".join(f"{k}={v.num_rows}" for k, v in dd.items())
     print(f"{args.dataset}: wrote {args.out} ({sizes})")
     return 0

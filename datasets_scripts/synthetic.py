@@ -3,7 +3,7 @@
     python datasets_scripts/synthetic.py --src ../shared/data/pristine/kodak24 --out DIR \\
         [--types jpeg,white_noise] [--levels 1 2 3 4 5] [--seed 0] [--max-side 512] [--fr-metrics]
 
-For every clean image x distortion type x level (``modeling_rsfiqa.distortions_rsfiqa``, after
+For every clean image x distortion type x level (``modeling_rsfiqa.distortions``, after
 Lin et al., KADID-10k, QoMEX 2019) a distorted PNG is written to ``DIR/images/`` and the clean image
 to ``DIR/references/``. Labels: ``mos = 6 - level`` (5 for the mildest level .. 1 for the strongest,
 higher is better; a label derived from the level, not from observers), and with ``--fr-metrics``
@@ -39,8 +39,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from tqdm.auto import tqdm  # noqa: E402
 
 from datasets_scripts.convert import DatasetMeta, build_dataset_dict, save  # noqa: E402
-from modeling_rsfiqa.distortions_rsfiqa import NUM_LEVELS, distort, list_distortions  # noqa: E402
-from modeling_rsfiqa.image_utils_rsfiqa import load_image_rgb  # noqa: E402
+from modeling_rsfiqa.distortions import NUM_LEVELS, distort, list_distortions  # noqa: E402
+from modeling_rsfiqa.image_io import load_image_rgb  # noqa: E402
 
 __all__ = ["IMAGE_SUFFIXES", "list_clean_images", "level_to_mos", "build_synthetic", "main"]
 
@@ -140,8 +140,11 @@ def build_synthetic(
                     distorted = distort(clean, t, lv, seed=_image_seed(seed, path.stem))
                     _save_atomic(distorted, out / "images" / name)
                     row: dict[str, Any] = {
-                        "file_name": name, "reference": ref_name, "distortion_type": t,
-                        "distortion_level": lv, "mos": level_to_mos(lv),
+                        "file_name": name,
+                        "reference": ref_name,
+                        "distortion_type": t,
+                        "distortion_level": lv,
+                        "mos": level_to_mos(lv),
                     }
                     if fr_metrics:
                         arr = np.asarray(distorted)
@@ -165,15 +168,24 @@ def build_synthetic(
 
     records = [
         {
-            "image": str(out / "images" / r["file_name"]), "name": f"images/{r['file_name']}",
-            "mos": r["mos"], "mos_std": None, "distortion_type": r["distortion_type"],
-            "distortion_level": r["distortion_level"], "reference": r["reference"], "split": None,
+            "image": str(out / "images" / r["file_name"]),
+            "name": f"images/{r['file_name']}",
+            "mos": r["mos"],
+            "mos_std": None,
+            "distortion_type": r["distortion_type"],
+            "distortion_level": r["distortion_level"],
+            "reference": r["reference"],
+            "split": None,
             **({"psnr": r.get("psnr"), "ssim": r.get("ssim")} if fr_metrics else {}),
         }
         for r in rows
     ]
     meta = DatasetMeta(
-        f"synthetic-{Path(src).name}", (1.0, 5.0), True, score_name="level-derived MOS (6 - level)", synthetic=True,
+        f"synthetic-{Path(src).name}",
+        (1.0, 5.0),
+        True,
+        score_name="level-derived MOS (6 - level)",
+        synthetic=True,
         citation="Distortions after Lin, Hosu, Saupe. KADID-10k: A large-scale artificially distorted IQA "
         "database. QoMEX 2019.",
         notes=f"source={Path(src).resolve()}, types={types}, levels={list(levels)}, seed={seed}, max_side={max_side}",
@@ -188,17 +200,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", required=True, type=Path, help="folder of clean images")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--types", default="", help=f"comma-separated subset of: {','.join(list_distortions())}")
+    parser.add_argument(
+        "--types", default="", help=f"comma-separated subset of: {','.join(list_distortions())}"
+    )
     parser.add_argument("--levels", type=int, nargs="+", default=list(range(1, NUM_LEVELS + 1)))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-side", type=int, default=None, help="down-scale clean images to this longest side")
+    parser.add_argument(
+        "--max-side", type=int, default=None, help="down-scale clean images to this longest side"
+    )
     parser.add_argument("--fr-metrics", action="store_true", help="add PSNR and SSIM against the clean image")
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N clean images")
     args = parser.parse_args(argv)
     types = [t.strip() for t in args.types.split(",") if t.strip()] or None
-    dd = build_synthetic(args.src, args.out, types, args.levels, args.seed, args.max_side, args.fr_metrics,
-                         args.test_fraction, args.limit)
+    dd = build_synthetic(
+        args.src,
+        args.out,
+        types,
+        args.levels,
+        args.seed,
+        args.max_side,
+        args.fr_metrics,
+        args.test_fraction,
+        args.limit,
+    )
     print(f"wrote {args.out / 'dataset'} ({', '.join(f'{k}={v.num_rows}' for k, v in dd.items())})")
     return 0
 

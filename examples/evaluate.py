@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Thin wrapper of ``rsfiqa evaluate`` (see ``modeling_rsfiqa/cli_evaluate.py``):
 
-    python examples/evaluate.py --model outputs/rsfiqa-clive --data ../shared/data/clive-train --out eval-clive
+python examples/evaluate.py --model outputs/rsfiqa-clive --data ../shared/data/clive-train --out eval-clive
 """
 
 import sys

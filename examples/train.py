@@ -45,8 +45,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_rsfiqa  # noqa: F401  (registers the Auto classes and the pipeline)
 from modeling_rsfiqa.configuration_rsfiqa import RSFIQAConfig
+from modeling_rsfiqa.factory import create_model, list_presets
 from modeling_rsfiqa.modeling_rsfiqa import RSFIQAForQualityScoring
-from modeling_rsfiqa.presets_rsfiqa import create_model, list_presets
 from modeling_rsfiqa.processing_rsfiqa import RSFIQAProcessor
 from modeling_rsfiqa.training_rsfiqa import (
     RegionLabelCache,
@@ -73,9 +73,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # config fields that also decide the processor (a saved processor is rebuilt when one is overridden)
 _PROCESSOR_FIELDS = {
-    "image_size", "image_mean", "image_std", "partition_method", "max_regions", "min_region_area",
-    "superpixel_segments", "superpixel_compactness", "region_label_stride", "sam_longest_edge",
-    "sam_points_per_side", "sam_points_per_batch", "sam_pred_iou_thresh", "sam_stability_score_thresh",
+    "image_size",
+    "image_mean",
+    "image_std",
+    "partition_method",
+    "max_regions",
+    "min_region_area",
+    "superpixel_segments",
+    "superpixel_compactness",
+    "region_label_stride",
+    "sam_longest_edge",
+    "sam_points_per_side",
+    "sam_points_per_batch",
+    "sam_pred_iou_thresh",
+    "sam_stability_score_thresh",
 }
 
 
@@ -83,43 +94,56 @@ _PROCESSOR_FIELDS = {
 class ModelArguments:
     model_name_or_path: str = field(
         default="rsfiqa-mobile",
-        metadata={"help": f"Preset name ({', '.join(list_presets())}), a config JSON, a saved model folder or a Hub id."},
+        metadata={
+            "help": f"Preset name ({', '.join(list_presets())}), a config JSON, a saved model folder or a Hub id."
+        },
     )
     pretrained_backbone: str | None = field(
         default=None,
-        metadata={"help": "ImageNet weights for the backbone: a weights file, 'config' (the preset's "
-                          "backbone_pretrained, relative to the project root) or 'timm' (needs the Hub)."},
+        metadata={
+            "help": "ImageNet weights for the backbone: a weights file, 'config' (the preset's "
+            "backbone_pretrained, relative to the project root) or 'timm' (needs the Hub)."
+        },
     )
     config_overrides: str | None = field(
         default=None,
         metadata={"help": "RSFIQAConfig fields to change: 'max_regions=8,rsa_dropout=0.2' or a JSON object."},
     )
     loss_weights: str | None = field(
-        default=None, metadata={"help": "Loss weights on z-scores, e.g. 'l1=1,plcc=1,rank=0.3' (default: the config's)."}
+        default=None,
+        metadata={"help": "Loss weights on z-scores, e.g. 'l1=1,plcc=1,rank=0.3' (default: the config's)."},
     )
     label_normalization: str = field(
         default="auto",
-        metadata={"help": "'data': set config.label_mean/std from the training labels; 'config': keep them; "
-                          "'auto': 'data' for a new model (preset/JSON), 'config' for a trained one (folder/Hub).",
-                  "choices": ["auto", "data", "config"]},
+        metadata={
+            "help": "'data': set config.label_mean/std from the training labels; 'config': keep them; "
+            "'auto': 'data' for a new model (preset/JSON), 'config' for a trained one (folder/Hub).",
+            "choices": ["auto", "data", "config"],
+        },
     )
-    freeze_backbone: bool = field(default=False, metadata={"help": "Freeze the whole backbone (BN statistics too)."})
+    freeze_backbone: bool = field(
+        default=False, metadata={"help": "Freeze the whole backbone (BN statistics too)."}
+    )
     freeze_backbone_stages: int = field(
         default=0, metadata={"help": "Freeze the stem and the first N feature stages of the backbone."}
     )
     backbone_learning_rate: float | None = field(
-        default=None, metadata={"help": "Learning rate of the backbone; --learning_rate is used by RSA, head and LoRA."}
+        default=None,
+        metadata={"help": "Learning rate of the backbone; --learning_rate is used by RSA, head and LoRA."},
     )
     use_lora: bool = field(
-        default=False, metadata={"help": "LoRA on the backbone: base weights frozen, LoRA + RSA + head train."}
+        default=False,
+        metadata={"help": "LoRA on the backbone: base weights frozen, LoRA + RSA + head train."},
     )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
     lora_target_modules: str | None = field(
         default=None,
-        metadata={"help": "Regex over full module names (peft full match); default: the backbone's Linear and "
-                          "safe Conv2d layers (1x1 / statically padded, not depthwise)."},
+        metadata={
+            "help": "Regex over full module names (peft full match); default: the backbone's Linear and "
+            "safe Conv2d layers (1x1 / statically padded, not depthwise)."
+        },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Hub / datasets download cache."})
     model_revision: str = field(default="main", metadata={"help": "Hub revision of --model_name_or_path."})
@@ -129,36 +153,54 @@ class ModelArguments:
 class DataArguments:
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Hub dataset id, a save_to_disk folder (e.g. from datasets_scripts/convert.py) or an "
-                          "imagefolder (metadata.csv)."},
+        metadata={
+            "help": "Hub dataset id, a save_to_disk folder (e.g. from datasets_scripts/convert.py) or an "
+            "imagefolder (metadata.csv)."
+        },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
-    train_dir: str | None = field(default=None, metadata={"help": "Imagefolder (metadata.csv + images) to train on."})
+    train_dir: str | None = field(
+        default=None, metadata={"help": "Imagefolder (metadata.csv + images) to train on."}
+    )
     validation_dir: str | None = field(default=None, metadata={"help": "Imagefolder to validate on."})
     train_split_name: str = field(default="train", metadata={"help": "Split to train on."})
     validation_split_name: str | None = field(
-        default=None, metadata={"help": "Split to validate on (default: 'validation' if present, else a seeded split)."}
+        default=None,
+        metadata={"help": "Split to validate on (default: 'validation' if present, else a seeded split)."},
     )
     test_split_name: str | None = field(
-        default=None, metadata={"help": "Held-out split evaluated with --do_predict (default: 'test' if present)."}
+        default=None,
+        metadata={"help": "Held-out split evaluated with --do_predict (default: 'test' if present)."},
     )
     image_column_name: str = field(default="image", metadata={"help": "Image column."})
     label_column_name: str = field(default="mos", metadata={"help": "Quality label column (MOS)."})
     validation_split_percentage: float = field(
-        default=20.0, metadata={"help": "Percent of the training rows held out when there is no validation split."}
+        default=20.0,
+        metadata={"help": "Percent of the training rows held out when there is no validation split."},
     )
     split_seed: int | None = field(default=None, metadata={"help": "Seed of that split (default: --seed)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training rows."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N validation rows."}
+    )
     score_range: list[float] | None = field(
-        default=None, metadata={"help": "LOW HIGH of the labels (default: dataset metadata, else observed if outside the config's)."}
+        default=None,
+        metadata={
+            "help": "LOW HIGH of the labels (default: dataset metadata, else observed if outside the config's)."
+        },
     )
     random_hflip: bool = field(default=True, metadata={"help": "Random horizontal flips while training."})
     random_crop_scale: float | None = field(
-        default=None, metadata={"help": "Random crop (sides U(s, 1) of the image) then resize while training; off by default."}
+        default=None,
+        metadata={
+            "help": "Random crop (sides U(s, 1) of the image) then resize while training; off by default."
+        },
     )
     region_cache_dir: str | None = field(
-        default=None, metadata={"help": "Disk cache of region label maps (keyed by image content + partition settings)."}
+        default=None,
+        metadata={"help": "Disk cache of region label maps (keyed by image content + partition settings)."},
     )
     precompute_regions: bool = field(
         default=False, metadata={"help": "Fill --region_cache_dir before training (sharded over processes)."}
@@ -191,9 +233,14 @@ SCRIPT_DEFAULTS: dict[str, Any] = {
 
 
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default=None, help="JSON file of argument defaults (see the module docstring).")
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, TrainingArguments),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--recipe", default=None, help="JSON file of argument defaults (see the module docstring)."
+    )
     parser.set_defaults(**SCRIPT_DEFAULTS)
     return parser
 
@@ -214,7 +261,9 @@ def _recipe_defaults(parser: HfArgumentParser, path: str) -> dict[str, Any]:
     return recipe
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments, dict]:
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, TrainingArguments, dict]:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
@@ -225,9 +274,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     if known.recipe:
         recipe = _recipe_defaults(parser, known.recipe)
         parser.set_defaults(**recipe)
-    if (known.eval_strategy or recipe.get("eval_strategy")) == "no" and "load_best_model_at_end" not in recipe:
+    if (
+        known.eval_strategy or recipe.get("eval_strategy")
+    ) == "no" and "load_best_model_at_end" not in recipe:
         parser.set_defaults(load_best_model_at_end=False)  # nothing to pick the best checkpoint by
-    if len(argv) == 1 and argv[0].endswith(".json") and not known.recipe:  # HF-examples style: all args in a JSON
+    if (
+        len(argv) == 1 and argv[0].endswith(".json") and not known.recipe
+    ):  # HF-examples style: all args in a JSON
         return (*parser.parse_json_file(os.path.abspath(argv[0])), {})
     model_args, data_args, training_args, rest = parser.parse_args_into_dataclasses(args=argv)
     return model_args, data_args, training_args, {"recipe": known.recipe, "recipe_values": recipe}
@@ -245,11 +298,18 @@ def _load_imagefolder(path: str, cache_dir: str | None) -> datasets.Dataset:
         raise FileNotFoundError(f"{path} is not an imagefolder with metadata.csv")
     dd = datasets.load_dataset("imagefolder", data_dir=path, cache_dir=cache_dir)
     if len(dd) != 1:
-        logger.warning("imagefolder %s has splits %s; using %r", path, list(dd), "train" if "train" in dd else next(iter(dd)))
+        logger.warning(
+            "imagefolder %s has splits %s; using %r",
+            path,
+            list(dd),
+            "train" if "train" in dd else next(iter(dd)),
+        )
     return dd["train"] if "train" in dd else dd[next(iter(dd))]
 
 
-def load_raw_datasets(data_args: DataArguments, model_args: ModelArguments) -> tuple[datasets.DatasetDict, dict, str]:
+def load_raw_datasets(
+    data_args: DataArguments, model_args: ModelArguments
+) -> tuple[datasets.DatasetDict, dict, str]:
     """(DatasetDict, dataset metadata or {}, a human description of the source)."""
     meta: dict[str, Any] = {}
     if data_args.dataset_name:
@@ -257,7 +317,11 @@ def load_raw_datasets(data_args: DataArguments, model_args: ModelArguments) -> t
         path = Path(name)
         if path.is_dir() and _is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))
-            raw = loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
+            raw = (
+                loaded
+                if isinstance(loaded, datasets.DatasetDict)
+                else datasets.DatasetDict({"train": loaded})
+            )
             sidecar = path / "rsfiqa_dataset.json"
             if sidecar.is_file():
                 meta = json.loads(sidecar.read_text())
@@ -269,7 +333,9 @@ def load_raw_datasets(data_args: DataArguments, model_args: ModelArguments) -> t
             raw = datasets.load_dataset(name, data_args.dataset_config_name, cache_dir=model_args.cache_dir)
             if isinstance(raw, datasets.Dataset):
                 raw = datasets.DatasetDict({"train": raw})
-            source = f"`{name}`" + (f" ({data_args.dataset_config_name})" if data_args.dataset_config_name else "")
+            source = f"`{name}`" + (
+                f" ({data_args.dataset_config_name})" if data_args.dataset_config_name else ""
+            )
             if not path.exists():
                 meta["hub_dataset"] = name
     elif data_args.train_dir:
@@ -277,14 +343,17 @@ def load_raw_datasets(data_args: DataArguments, model_args: ModelArguments) -> t
         if data_args.validation_dir:
             raw["validation"] = _load_imagefolder(data_args.validation_dir, model_args.cache_dir)
         source = f"imagefolder `{Path(data_args.train_dir).name}`" + (
-            f" (validation: `{Path(data_args.validation_dir).name}`)" if data_args.validation_dir else "")
+            f" (validation: `{Path(data_args.validation_dir).name}`)" if data_args.validation_dir else ""
+        )
     else:
         raise ValueError("give --dataset_name or --train_dir")
     for split, ds in raw.items():
         for col in (data_args.image_column_name, data_args.label_column_name):
             if col not in ds.column_names:
-                raise ValueError(f"split {split!r} has no column {col!r} (columns: {ds.column_names}); "
-                                 "see --image_column_name / --label_column_name")
+                raise ValueError(
+                    f"split {split!r} has no column {col!r} (columns: {ds.column_names}); "
+                    "see --image_column_name / --label_column_name"
+                )
     return raw, meta, source
 
 
@@ -324,17 +393,23 @@ def make_splits(raw: datasets.DatasetDict, data_args: DataArguments, training_ar
         if val_name not in raw:
             raise ValueError(f"no split {val_name!r}; the dataset has {list(raw)}")
         validation = _finite_rows(raw[val_name], label)
-        info.update(validation="split", validation_split=val_name,
-                    note=f"the `{val_name}` split of the dataset")
+        info.update(
+            validation="split", validation_split=val_name, note=f"the `{val_name}` split of the dataset"
+        )
     elif need_eval:
         seed = training_args.seed if data_args.split_seed is None else data_args.split_seed
         train_idx, val_idx = seeded_split(len(train), data_args.validation_split_percentage, seed)
         validation = train.select(val_idx, keep_in_memory=True)
         train = train.select(train_idx, keep_in_memory=True)
-        info.update(validation="seeded_split", split_seed=seed, validation_split_percentage=data_args.validation_split_percentage,
-                    validation_indices=val_idx, digest=split_digest(val_idx),
-                    note=f"a seeded {data_args.validation_split_percentage:g}% hold-out of the training split "
-                         f"(seed {seed}; not an official test set)")
+        info.update(
+            validation="seeded_split",
+            split_seed=seed,
+            validation_split_percentage=data_args.validation_split_percentage,
+            validation_indices=val_idx,
+            digest=split_digest(val_idx),
+            note=f"a seeded {data_args.validation_split_percentage:g}% hold-out of the training split "
+            f"(seed {seed}; not an official test set)",
+        )
     test_name = data_args.test_split_name or ("test" if "test" in raw else None)
     test = None
     if training_args.do_predict and test_name is not None:
@@ -345,7 +420,9 @@ def make_splits(raw: datasets.DatasetDict, data_args: DataArguments, training_ar
     if data_args.max_train_samples is not None:
         train = train.select(range(min(len(train), data_args.max_train_samples)), keep_in_memory=True)
     if validation is not None and data_args.max_eval_samples is not None:
-        validation = validation.select(range(min(len(validation), data_args.max_eval_samples)), keep_in_memory=True)
+        validation = validation.select(
+            range(min(len(validation), data_args.max_eval_samples)), keep_in_memory=True
+        )
     info["num_rows"] = {"train": len(train)}
     if validation is not None:
         info["num_rows"]["validation"] = len(validation)
@@ -363,8 +440,13 @@ def check_same_split_on_all_ranks(info: dict[str, Any]) -> None:
     state = PartialState()
     if state.num_processes <= 1:
         return
-    key = split_digest([info["num_rows"].get("train", 0), info["num_rows"].get("validation", 0),
-                        *info.get("validation_indices", [])])
+    key = split_digest(
+        [
+            info["num_rows"].get("train", 0),
+            info["num_rows"].get("validation", 0),
+            *info.get("validation_indices", []),
+        ]
+    )
     keys = gather_object([key])
     if len(set(keys)) != 1:
         raise RuntimeError(f"the train/validation split differs between processes: {keys}")
@@ -385,7 +467,9 @@ def _resolve_weights(spec: str) -> str | bool:
     raise FileNotFoundError(f"--pretrained_backbone {spec!r} is not a file (nor 'config' / 'timm')")
 
 
-def load_model_and_processor(model_args: ModelArguments) -> tuple[RSFIQAForQualityScoring, RSFIQAProcessor, bool]:
+def load_model_and_processor(
+    model_args: ModelArguments,
+) -> tuple[RSFIQAForQualityScoring, RSFIQAProcessor, bool]:
     """(model, processor, trained) where ``trained`` says the weights come from a saved model."""
     overrides = parse_config_overrides(model_args.config_overrides)
     name = model_args.model_name_or_path
@@ -396,7 +480,9 @@ def load_model_and_processor(model_args: ModelArguments) -> tuple[RSFIQAForQuali
     if is_preset and not is_saved:
         model, processor = create_model(name, pretrained_backbone=weights, **overrides)
         return model, processor, False
-    kwargs: dict[str, Any] = {} if is_saved else {"revision": model_args.model_revision, "cache_dir": model_args.cache_dir}
+    kwargs: dict[str, Any] = (
+        {} if is_saved else {"revision": model_args.model_revision, "cache_dir": model_args.cache_dir}
+    )
     config = RSFIQAConfig.from_pretrained(name, **kwargs)
     for key, value in overrides.items():
         if not hasattr(config, key):
@@ -418,7 +504,9 @@ def load_model_and_processor(model_args: ModelArguments) -> tuple[RSFIQAForQuali
     return model, processor, True
 
 
-def configure_labels(model, train, data_args: DataArguments, model_args: ModelArguments, meta: dict, trained: bool) -> str:
+def configure_labels(
+    model, train, data_args: DataArguments, model_args: ModelArguments, meta: dict, trained: bool
+) -> str:
     """Label normalisation, score range and loss weights on ``model.config``; returns the normalisation mode."""
     config = model.config
     labels = np.asarray([float(v) for v in train[data_args.label_column_name]], dtype=np.float64)
@@ -436,22 +524,34 @@ def configure_labels(model, train, data_args: DataArguments, model_args: ModelAr
     else:
         low, high = float(labels.min()), float(labels.max())
         if low < config.score_range[0] or high > config.score_range[1]:
-            logger.warning("labels span [%g, %g], outside score_range %s: using the observed range",
-                           low, high, config.score_range)
+            logger.warning(
+                "labels span [%g, %g], outside score_range %s: using the observed range",
+                low,
+                high,
+                config.score_range,
+            )
             config.score_range = [low, high]
     weights = parse_loss_weights(model_args.loss_weights)
     if weights is not None:
         config.loss_weights = weights
     config.validate_rsfiqa()
-    logger.info("labels: mean %.4g std %.4g (%s), score_range %s, loss %s",
-                config.label_mean, config.label_std, mode, config.score_range, config.loss_weights)
+    logger.info(
+        "labels: mean %.4g std %.4g (%s), score_range %s, loss %s",
+        config.label_mean,
+        config.label_std,
+        mode,
+        config.score_range,
+        config.loss_weights,
+    )
     return mode
 
 
 def configure_trainable(model, model_args: ModelArguments) -> dict[str, str | None]:
     frozen, lora = None, None
     if model_args.freeze_backbone and model_args.use_lora:
-        raise ValueError("--freeze_backbone and --use_lora exclude each other (LoRA already freezes the base weights)")
+        raise ValueError(
+            "--freeze_backbone and --use_lora exclude each other (LoRA already freezes the base weights)"
+        )
     if model_args.freeze_backbone:
         freeze_backbone(model)
         frozen = "the whole backbone (BN statistics too)"
@@ -459,18 +559,27 @@ def configure_trainable(model, model_args: ModelArguments) -> dict[str, str | No
         names = freeze_backbone_stages(model, model_args.freeze_backbone_stages)
         frozen = f"backbone stem + first {model_args.freeze_backbone_stages} stage(s) ({len(names)} tensors)"
     if model_args.use_lora:
-        add_backbone_lora(model, r=model_args.lora_r, alpha=model_args.lora_alpha, dropout=model_args.lora_dropout,
-                          target_modules=model_args.lora_target_modules)
-        lora = (f"r={model_args.lora_r}, alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout} on the "
-                f"backbone ({model_args.lora_target_modules or 'Linear + safe Conv2d layers'}); merged into the saved weights")
+        add_backbone_lora(
+            model,
+            r=model_args.lora_r,
+            alpha=model_args.lora_alpha,
+            dropout=model_args.lora_dropout,
+            target_modules=model_args.lora_target_modules,
+        )
+        lora = (
+            f"r={model_args.lora_r}, alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout} on the "
+            f"backbone ({model_args.lora_target_modules or 'Linear + safe Conv2d layers'}); merged into the saved weights"
+        )
         frozen = "backbone base weights (LoRA trains)"
     summary = trainable_parameter_summary(model)
     for kind, row in summary.items():
         logger.info("parameters %-8s trainable %9d  frozen %9d", kind, row["trainable"], row["frozen"])
     backbone = summary.get("backbone", {"trainable": 0, "frozen": 0})
     if frozen is None and backbone["frozen"]:
-        frozen = (f"{backbone['frozen']} of {backbone['frozen'] + backbone['trainable']} backbone parameters "
-                  f"(model config{', backbone_freeze_prefix' if getattr(model.config, 'backbone_freeze_prefix', False) else ''})")
+        frozen = (
+            f"{backbone['frozen']} of {backbone['frozen'] + backbone['trainable']} backbone parameters "
+            f"(model config{', backbone_freeze_prefix' if getattr(model.config, 'backbone_freeze_prefix', False) else ''})"
+        )
     return {"frozen": frozen, "lora": lora}
 
 
@@ -490,11 +599,17 @@ def configure_cpu_distributed() -> str | None:
     world = max(int(env.get(k, "1") or 1) for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
     if world > 1 and not torch.cuda.is_available() and "ACCELERATE_USE_CPU" not in env:
         env["ACCELERATE_USE_CPU"] = "true"
-    elif world == 1 and env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") and "MASTER_ADDR" in env:
-        return ("`accelerate launch --cpu --num_processes N` starts a single process in accelerate 1.x (CPU multi-process "
-                "needs mpirun): this run uses ONE process. For N gloo processes use `accelerate launch --multi_gpu "
-                "--num_processes N --main_process_port 0 examples/train.py ...` or --config_file "
-                "configuration/accelerate/cpu-2proc.yaml (works without GPUs).")
+    elif (
+        world == 1
+        and env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        and "MASTER_ADDR" in env
+    ):
+        return (
+            "`accelerate launch --cpu --num_processes N` starts a single process in accelerate 1.x (CPU multi-process "
+            "needs mpirun): this run uses ONE process. For N gloo processes use `accelerate launch --multi_gpu "
+            "--num_processes N --main_process_port 0 examples/train.py ...` or --config_file "
+            "configuration/accelerate/cpu-2proc.yaml (works without GPUs)."
+        )
     return None
 
 
@@ -502,18 +617,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     launch_warning = configure_cpu_distributed()
     model_args, data_args, training_args, recipe_info = parse_args(argv)
     if training_args.remove_unused_columns:
-        logger.warning("remove_unused_columns=True would drop the image column before set_transform: forcing False")
+        logger.warning(
+            "remove_unused_columns=True would drop the image column before set_transform: forcing False"
+        )
         training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
 
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     level = logging.INFO if training_args.should_log else logging.WARNING
     logger.setLevel(level)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
-    logger.info("process %d/%d, device %s, distributed %s", training_args.process_index, training_args.world_size,
-                training_args.device, training_args.parallel_mode.value)
+    logger.info(
+        "process %d/%d, device %s, distributed %s",
+        training_args.process_index,
+        training_args.world_size,
+        training_args.device,
+        training_args.parallel_mode.value,
+    )
     if launch_warning:
         logger.warning(launch_warning)
     if recipe_info.get("recipe"):
@@ -530,29 +655,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     norm_mode = configure_labels(model, train_ds, data_args, model_args, meta, trained)
     trainable = configure_trainable(model, model_args)
 
-    cache = RegionLabelCache(processor, data_args.region_cache_dir, sam_model=getattr(model, "segmenter", None))
+    cache = RegionLabelCache(
+        processor, data_args.region_cache_dir, sam_model=getattr(model, "segmenter", None)
+    )
     if data_args.precompute_regions:
         if data_args.region_cache_dir is None:
             logger.warning("--precompute_regions needs --region_cache_dir to share the work; skipped")
         else:
             for ds in (d for d in (train_ds, eval_ds, test_ds) if d is not None):
-                n = precompute_region_labels(ds, cache, data_args.image_column_name, training_args.process_index,
-                                             training_args.world_size, progress=training_args.should_log)
+                n = precompute_region_labels(
+                    ds,
+                    cache,
+                    data_args.image_column_name,
+                    training_args.process_index,
+                    training_args.world_size,
+                    progress=training_args.should_log,
+                )
                 logger.info("precomputed %d region label maps", n)
             from accelerate import PartialState
 
             PartialState().wait_for_everyone()
     common = {"image_column": data_args.image_column_name, "label_column": data_args.label_column_name}
-    train_ds.set_transform(RSFIQATransform(processor, cache, train=True, hflip=data_args.random_hflip,
-                                           random_crop_scale=data_args.random_crop_scale, **common))
+    train_ds.set_transform(
+        RSFIQATransform(
+            processor,
+            cache,
+            train=True,
+            hflip=data_args.random_hflip,
+            random_crop_scale=data_args.random_crop_scale,
+            **common,
+        )
+    )
     for ds in (eval_ds, test_ds):
         if ds is not None:
             ds.set_transform(RSFIQATransform(processor, cache, train=False, **common))
 
-    augmentation = ", ".join(
-        ([f"random crop (sides U({data_args.random_crop_scale:g}, 1)) + resize"] if data_args.random_crop_scale else [])
-        + (["horizontal flip"] if data_args.random_hflip else [])
-    ) or "none"
+    augmentation = (
+        ", ".join(
+            (
+                [f"random crop (sides U({data_args.random_crop_scale:g}, 1)) + resize"]
+                if data_args.random_crop_scale
+                else []
+            )
+            + (["horizontal flip"] if data_args.random_hflip else [])
+        )
+        or "none"
+    )
     card_info = {
         "model_name_or_path": model_args.model_name_or_path,
         "pretrained_backbone": model_args.pretrained_backbone,
@@ -586,10 +734,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if checkpoint in ("last", "latest", "True", "true"):
             checkpoint = get_last_checkpoint(training_args.output_dir)
             if checkpoint is None:
-                raise FileNotFoundError(f"no checkpoint-* folder in {training_args.output_dir} to resume from")
-        elif checkpoint is None and os.path.isdir(training_args.output_dir) and get_last_checkpoint(training_args.output_dir):
-            logger.warning("%s already holds checkpoints; starting from scratch (use --resume_from_checkpoint last to "
-                           "continue)", training_args.output_dir)
+                raise FileNotFoundError(
+                    f"no checkpoint-* folder in {training_args.output_dir} to resume from"
+                )
+        elif (
+            checkpoint is None
+            and os.path.isdir(training_args.output_dir)
+            and get_last_checkpoint(training_args.output_dir)
+        ):
+            logger.warning(
+                "%s already holds checkpoints; starting from scratch (use --resume_from_checkpoint last to "
+                "continue)",
+                training_args.output_dir,
+            )
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         if model_args.use_lora:
             logger.info("merged %d LoRA layers into the backbone", merge_lora(trainer.model))

@@ -6,7 +6,7 @@
     accelerate launch examples/train_region_lora.py --model DIR --output_dir ...
 
 Clean photos get a distortion (blur / noise / compression / colour / exposure, level 1..5; the
-``distortions_rsfiqa`` module) pasted into random regions, so each region's answer is known; the language
+``distortions`` module) pasted into random regions, so each region's answer is known; the language
 model of the MLLM gets LoRA (``lora_rsfiqa.add_region_lora``: per-architecture target regex, base frozen)
 and is trained with ``transformers.Trainer``. Writes the standalone peft adapter to
 ``<output_dir>/adapter`` (use it with ``rsfiqa annotate --adapter``) and reports the held-out accuracy of
@@ -69,7 +69,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="image-text-to-text model folder (with processor)")
     ap.add_argument("--random_tiny", action="store_true", help="use a tiny random Qwen2-VL (smoke runs)")
-    ap.add_argument("--pristine", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "pristine"))
+    ap.add_argument(
+        "--pristine",
+        default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "pristine"),
+    )
     ap.add_argument("--output_dir", required=True)
     ap.add_argument("--n_images", type=int, default=64)
     ap.add_argument("--n_eval_images", type=int, default=8)
@@ -103,12 +106,20 @@ def main() -> None:
     eval_photos, train_photos = photos[:n_eval], photos[n_eval:]  # photo-disjoint split
     grid = tuple(int(x) for x in args.grid.split("x"))
     side = 84 if args.random_tiny else args.image_side
-    train = build_region_instruction_examples(train_photos, annotator, args.n_images, seed=args.seed, grid=grid, image_side=side)
-    evals = build_region_instruction_examples(eval_photos, annotator, args.n_eval_images, seed=args.seed + 1, grid=grid, image_side=side)
-    print(f"{len(train)} training regions from {len(train_photos)} photos, {len(evals)} held-out regions from {len(eval_photos)}")
+    train = build_region_instruction_examples(
+        train_photos, annotator, args.n_images, seed=args.seed, grid=grid, image_side=side
+    )
+    evals = build_region_instruction_examples(
+        eval_photos, annotator, args.n_eval_images, seed=args.seed + 1, grid=grid, image_side=side
+    )
+    print(
+        f"{len(train)} training regions from {len(train_photos)} photos, {len(evals)} held-out regions from {len(eval_photos)}"
+    )
 
     before = level_accuracy(annotator, evals)
-    add_region_lora(model, RegionLoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout))
+    add_region_lora(
+        model, RegionLoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
+    )
     targs = TrainingArguments(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.batch_size,
@@ -122,12 +133,22 @@ def main() -> None:
         remove_unused_columns=False,
         seed=args.seed,
     )
-    trainer = Trainer(model=model, args=targs, train_dataset=_Examples(train), data_collator=RegionInstructionCollator(annotator.pad_id))
+    trainer = Trainer(
+        model=model,
+        args=targs,
+        train_dataset=_Examples(train),
+        data_collator=RegionInstructionCollator(annotator.pad_id),
+    )
     trainer.train()
     if trainer.is_world_process_zero():
         after = level_accuracy(annotator, evals)
         save_region_adapter(model, os.path.join(args.output_dir, "adapter"))
-        report = {"level_accuracy_before": before, "level_accuracy_after": after, "train_regions": len(train), "eval_regions": len(evals)}
+        report = {
+            "level_accuracy_before": before,
+            "level_accuracy_after": after,
+            "train_regions": len(train),
+            "eval_regions": len(evals),
+        }
         with open(os.path.join(args.output_dir, "region_lora_report.json"), "w") as f:
             json.dump(report, f, indent=2)
         print(json.dumps(report))

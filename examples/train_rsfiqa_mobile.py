@@ -37,16 +37,23 @@ import torch
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments, get_cosine_schedule_with_warmup
 
-from modeling_rsfiqa.image_utils_rsfiqa import load_image_rgb
-from modeling_rsfiqa.losses_rsfiqa import rank_loss
-from modeling_rsfiqa.metrics_rsfiqa import compute_iqa_metrics
-from modeling_rsfiqa.presets_rsfiqa import create_model
+from modeling_rsfiqa.factory import create_model
+from modeling_rsfiqa.image_io import load_image_rgb
+from modeling_rsfiqa.losses import rank_loss
+from modeling_rsfiqa.quality_metrics import compute_iqa_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 # common capture/processing distortions; colour and brightness edits are left out (their "quality" is taste)
-SYNTHETIC_DISTORTIONS = ("gaussian_blur", "motion_blur", "white_noise", "impulse_noise", "jpeg", "jpeg2000",
-                         "pixelate")
+SYNTHETIC_DISTORTIONS = (
+    "gaussian_blur",
+    "motion_blur",
+    "white_noise",
+    "impulse_noise",
+    "jpeg",
+    "jpeg2000",
+    "pixelate",
+)
 LEVELS = (0, 1, 2, 3, 4, 5)  # 0 = clean
 
 
@@ -61,14 +68,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the new layers (RSA, head)")
     p.add_argument("--backbone_lr", type=float, default=1e-4)
     p.add_argument("--weight_decay", type=float, default=1e-4)
-    p.add_argument("--train_work_size", type=int, default=256,
-                   help="superpixels for the cached TRAINING label maps run on a copy this size (computed once, so "
-                        "finer than the shipped inference setting, the preset's superpixel_work_size)")
+    p.add_argument(
+        "--train_work_size",
+        type=int,
+        default=256,
+        help="superpixels for the cached TRAINING label maps run on a copy this size (computed once, so "
+        "finer than the shipped inference setting, the preset's superpixel_work_size)",
+    )
     p.add_argument("--crop_cells", type=int, default=24, help="random crop of the stride-16 map (0 = none)")
     p.add_argument("--val_fraction", type=float, default=0.2)
     p.add_argument("--loss_weights", default="l1=1,plcc=1", help="CLIVE loss, e.g. l1=1,plcc=1,rank=1")
-    p.add_argument("--synthetic_dir", default=str(SHARED / "data" / "pristine"),
-                   help="clean photos: <dir>/cbsd68 trains the ranking, <dir>/kodak24 validates it")
+    p.add_argument(
+        "--synthetic_dir",
+        default=str(SHARED / "data" / "pristine"),
+        help="clean photos: <dir>/cbsd68 trains the ranking, <dir>/kodak24 validates it",
+    )
     p.add_argument("--synthetic_distortions", default=",".join(SYNTHETIC_DISTORTIONS))
     p.add_argument("--synthetic_weight", type=float, default=0.5, help="weight of the ranking loss (0 = off)")
     p.add_argument("--synthetic_groups", type=int, default=2, help="groups (clean + 5 levels) per step")
@@ -79,8 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in output_dir")
     p.add_argument("--ship", action="store_true", help="copy the result into modeling_rsfiqa/default_model")
-    p.add_argument("--reference_only", default=None, metavar="DIR",
-                   help="only (re)write DIR/reference_scores.json (scores of bundled photos) and exit")
+    p.add_argument(
+        "--reference_only",
+        default=None,
+        metavar="DIR",
+        help="only (re)write DIR/reference_scores.json (scores of bundled photos) and exit",
+    )
     return p.parse_args(argv)
 
 
@@ -106,9 +124,14 @@ def cache_dirs(model, processor, cache_root: Path) -> tuple[Path, Path]:
     """
     c = model.config
     feature_settings = {
-        "backbone_name": c.backbone_name, "backbone_kwargs": c.backbone_kwargs,
-        "prefix_stage": c.backbone_out_indices[0], "weights": c.backbone_pretrained,
-        "image_size": c.image_size, "image_mean": c.image_mean, "image_std": c.image_std, "flip": True,
+        "backbone_name": c.backbone_name,
+        "backbone_kwargs": c.backbone_kwargs,
+        "prefix_stage": c.backbone_out_indices[0],
+        "weights": c.backbone_pretrained,
+        "image_size": c.image_size,
+        "image_mean": c.image_mean,
+        "image_std": c.image_std,
+        "flip": True,
     }
     region_settings = {**processor.partition_settings, "image_size": c.image_size, "label_scale": 2}
     dirs = []
@@ -167,18 +190,22 @@ def build_cache(model, processor, files: list[Path], cache_root: Path) -> tuple[
                     maps.append(torch.from_numpy(np.stack([labels, labels[:, ::-1].copy()]).astype(np.int16)))
             return (torch.stack(feats) if need_feats else None), (torch.stack(maps) if need_maps else None)
 
-        feats, maps = load_or_compute(feat_dir / f"prefix_{start:05d}.pt", map_dir / f"regions_{start:05d}.pt", compute)
+        feats, maps = load_or_compute(
+            feat_dir / f"prefix_{start:05d}.pt", map_dir / f"regions_{start:05d}.pt", compute
+        )
         feats_all.append(feats)
         maps_all.append(maps)
     return torch.cat(feats_all), torch.cat(maps_all)
 
 
-def build_synthetic_cache(model, processor, files: list[Path], distortions: list[str], cache_root: Path, split: str):
+def build_synthetic_cache(
+    model, processor, files: list[Path], distortions: list[str], cache_root: Path, split: str
+):
     """Per (photo, distortion): prefix features (G, 6, C, h, w) and label maps for clean + levels 1..5.
 
     Photos are resized to the model's input size first; saved per photo (features and label maps in their
     keyed caches), so the job resumes."""
-    from modeling_rsfiqa.distortions_rsfiqa import distort
+    from modeling_rsfiqa.distortions import distort
 
     feat_dir, map_dir = cache_dirs(model, processor, cache_root)
     tag = hashlib.sha1(",".join(distortions).encode()).hexdigest()[:8]
@@ -231,8 +258,15 @@ class SyntheticGroups:
 class SyntheticRankTrainer(Trainer):
     """Trainer whose training loss adds a margin ranking loss over synthetic distortion groups."""
 
-    def __init__(self, *args, synthetic: SyntheticGroups | None = None, synthetic_weight: float = 0.0,
-                 synthetic_groups: int = 2, rank_margin: float = 0.1, **kwargs):
+    def __init__(
+        self,
+        *args,
+        synthetic: SyntheticGroups | None = None,
+        synthetic_weight: float = 0.0,
+        synthetic_groups: int = 2,
+        rank_margin: float = 0.1,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.synthetic, self.synthetic_weight = synthetic, synthetic_weight
         self.synthetic_groups, self.rank_margin = synthetic_groups, rank_margin
@@ -242,7 +276,9 @@ class SyntheticRankTrainer(Trainer):
         loss = outputs.loss
         if model.training and self.synthetic is not None and self.synthetic_weight > 0:
             feats, maps = self.synthetic.sample(self.synthetic_groups)
-            z = model(prefix_features=feats, region_labels=maps).logits.view(self.synthetic_groups, len(LEVELS))
+            z = model(prefix_features=feats, region_labels=maps).logits.view(
+                self.synthetic_groups, len(LEVELS)
+            )
             target = -self.synthetic.levels  # level 0 (clean) is best
             ranking = torch.stack([rank_loss(row, target, margin=self.rank_margin) for row in z]).mean()
             loss = loss + self.synthetic_weight * ranking
@@ -293,7 +329,7 @@ def write_model_card(out: Path, metrics: dict, info: dict) -> None:
     rows = "\n".join(f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics)
     piped = info.get("pipeline_validation")
     pipeline_line = (
-        f"Scored end to end through `pipeline(\"image-quality\")` as shipped (full 500 px image, superpixels on a "
+        f'Scored end to end through `pipeline("image-quality")` as shipped (full 500 px image, superpixels on a '
         f"{info['superpixel_work_size']} px copy): SRCC {piped['srcc']:.4f}, PLCC {piped['plcc']:.4f} on the same "
         f"{info['n_val']} images."
         if piped
@@ -312,8 +348,12 @@ def record_reference(model_dir: Path) -> dict:
     from transformers import pipeline
 
     pipe = pipeline("image-quality", model=str(model_dir))
-    record = {"skimage": {n: round(pipe(Image.fromarray(getattr(skimage.data, n)()))["score"], 4)
-                          for n in ("chelsea", "coffee", "astronaut", "rocket")}}
+    record = {
+        "skimage": {
+            n: round(pipe(Image.fromarray(getattr(skimage.data, n)()))["score"], 4)
+            for n in ("chelsea", "coffee", "astronaut", "rocket")
+        }
+    }
     (model_dir / "reference_scores.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -349,7 +389,9 @@ def main(argv=None) -> None:
     model.config.label_mean = float(mos[train_idx].mean())
     model.config.label_std = float(mos[train_idx].std())
     model.config.backbone_pretrained = Path(args.weights).name
-    model.config.loss_weights = {k: float(v) for k, v in (kv.split("=") for kv in args.loss_weights.split(","))}
+    model.config.loss_weights = {
+        k: float(v) for k, v in (kv.split("=") for kv in args.loss_weights.split(","))
+    }
     model.eval()
     t0 = time.time()
     inference_work_size = processor.superpixel_work_size
@@ -363,10 +405,15 @@ def main(argv=None) -> None:
         cache_root = Path(args.cache_dir or out / "cache")
         train_photos = sorted((pristine / "cbsd68").glob("*.png"))[: args.limit]
         val_photos = sorted((pristine / "kodak24").glob("*.png"))[: args.limit]
-        synthetic = SyntheticGroups(*build_synthetic_cache(model, processor, train_photos, distortions, cache_root,
-                                                           "train"), args.crop_cells, args.seed)
+        synthetic = SyntheticGroups(
+            *build_synthetic_cache(model, processor, train_photos, distortions, cache_root, "train"),
+            args.crop_cells,
+            args.seed,
+        )
         held_out = build_synthetic_cache(model, processor, val_photos, distortions, cache_root, "val")
-        print(f"synthetic groups: {len(synthetic.feats)} train (cbsd68), {len(held_out[0])} held out (kodak24)")
+        print(
+            f"synthetic groups: {len(synthetic.feats)} train (cbsd68), {len(held_out[0])} held out (kodak24)"
+        )
     cache_seconds = time.time() - t0
     processor.superpixel_work_size = inference_work_size
 
@@ -378,7 +425,8 @@ def main(argv=None) -> None:
     backbone_ids = {id(p) for p in backbone}
     new = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
     optimizer = torch.optim.AdamW(
-        [{"params": backbone, "lr": args.backbone_lr}, {"params": new, "lr": args.lr}], weight_decay=args.weight_decay
+        [{"params": backbone, "lr": args.backbone_lr}, {"params": new, "lr": args.lr}],
+        weight_decay=args.weight_decay,
     )
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, int(0.05 * total_steps)), total_steps)
     training_args = TrainingArguments(
@@ -400,10 +448,18 @@ def main(argv=None) -> None:
         label_names=["labels"],
         seed=args.seed,
     )
-    trainer = SyntheticRankTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=val_ds,
-                                   compute_metrics=compute_metrics, optimizers=(optimizer, scheduler),
-                                   synthetic=synthetic, synthetic_weight=args.synthetic_weight,
-                                   synthetic_groups=args.synthetic_groups, rank_margin=args.rank_margin)
+    trainer = SyntheticRankTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        compute_metrics=compute_metrics,
+        optimizers=(optimizer, scheduler),
+        synthetic=synthetic,
+        synthetic_weight=args.synthetic_weight,
+        synthetic_groups=args.synthetic_groups,
+        rank_margin=args.rank_margin,
+    )
     t1 = time.time()
     trainer.train(resume_from_checkpoint=args.resume or None)
     train_seconds = time.time() - t1
@@ -421,13 +477,23 @@ def main(argv=None) -> None:
         stale.unlink()
     (final / "training_args.bin").unlink(missing_ok=True)
     info = {
-        "n_train": len(train_idx), "n_val": len(val_idx), "epochs": args.epochs, "batch_size": args.batch_size,
-        "lr": args.lr, "backbone_lr": args.backbone_lr, "crop_cells": args.crop_cells,
-        "loss_weights": args.loss_weights, "synthetic_weight": args.synthetic_weight,
-        "synthetic_distortions": args.synthetic_distortions, "rank_margin": args.rank_margin,
-        "cache_minutes": cache_seconds / 60, "train_minutes": train_seconds / 60,
-        "label_mean": model.config.label_mean, "label_std": model.config.label_std,
-        "superpixel_work_size": processor.superpixel_work_size, "train_work_size": args.train_work_size,
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "backbone_lr": args.backbone_lr,
+        "crop_cells": args.crop_cells,
+        "loss_weights": args.loss_weights,
+        "synthetic_weight": args.synthetic_weight,
+        "synthetic_distortions": args.synthetic_distortions,
+        "rank_margin": args.rank_margin,
+        "cache_minutes": cache_seconds / 60,
+        "train_minutes": train_seconds / 60,
+        "label_mean": model.config.label_mean,
+        "label_std": model.config.label_std,
+        "superpixel_work_size": processor.superpixel_work_size,
+        "train_work_size": args.train_work_size,
         "command": "python examples/train_rsfiqa_mobile.py --output_dir outputs/rsfiqa-mobile --ship",
     }
     if len(val_idx):

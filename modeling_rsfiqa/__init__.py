@@ -13,10 +13,10 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcesso
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_rsfiqa import RSFIQAConfig
+from .image_io import ImageLoadError, load_image_rgb
 from .image_processing_rsfiqa import RSFIQAImageProcessor, RSFIQAImageProcessorPil
-from .image_utils_rsfiqa import ImageLoadError, load_image_rgb
 from .modeling_rsfiqa import RSFIQAForQualityScoring, RSFIQAOutput, RSFIQAPreTrainedModel
-from .partition_rsfiqa import SamRegionPartitioner, masks_to_label_map, superpixel_partition
+from .partition import SamRegionPartitioner, masks_to_label_map, superpixel_partition
 from .pipeline_rsfiqa import ImageQualityPipeline
 from .processing_rsfiqa import RSFIQAProcessor
 

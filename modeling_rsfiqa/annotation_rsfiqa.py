@@ -66,8 +66,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .image_utils_rsfiqa import image_content_hash, load_image_rgb
-from .partition_rsfiqa import check_label_map, grid_label_map
+from .image_io import image_content_hash, load_image_rgb
+from .partition import check_label_map, grid_label_map
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,9 @@ def region_intro(index: int, box1000: Sequence[int], mode: str) -> str:
     return text + "."
 
 
-def answer_segments(description: str, levels: Sequence[str], dimensions: Sequence[str]) -> list[tuple[str, str]]:
+def answer_segments(
+    description: str, levels: Sequence[str], dimensions: Sequence[str]
+) -> list[tuple[str, str]]:
     """Canonical answer as ``(kind, text)`` pieces: kinds ``text``, ``desc`` and ``level``."""
     segs: list[tuple[str, str]] = [("text", f"{DESCRIPTION_KEY}:")]
     if description:
@@ -520,7 +522,9 @@ def _box1000(mask: np.ndarray) -> list[int]:
 # ----------------------------------------------------------------------------------------------------------
 # fingerprints
 # ----------------------------------------------------------------------------------------------------------
-def model_fingerprint(model: torch.nn.Module, model_id: str | None = None, hash_weights: bool | None = None) -> str:
+def model_fingerprint(
+    model: torch.nn.Module, model_id: str | None = None, hash_weights: bool | None = None
+) -> str:
     """``"<model id>@<digest>"``: the digest covers the config, every LoRA/adapter weight and, for models
     without a hub/local id (random test models), all weights."""
     name = model_id or getattr(getattr(model, "config", None), "_name_or_path", "") or "unnamed"
@@ -579,7 +583,9 @@ class RegionAnnotator:
         model_id: name used in the cache key (default: ``model.config._name_or_path``).
     """
 
-    def __init__(self, model: Any, processor: Any, config: AnnotatorConfig | None = None, model_id: str | None = None):
+    def __init__(
+        self, model: Any, processor: Any, config: AnnotatorConfig | None = None, model_id: str | None = None
+    ):
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
@@ -590,7 +596,9 @@ class RegionAnnotator:
         eos = getattr(model.generation_config, "eos_token_id", None)
         if eos is None:
             eos = self.tokenizer.eos_token_id
-        self.eos_ids = sorted({int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None})
+        self.eos_ids = sorted(
+            {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None}
+        )
         self.pad_id = int(pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0))
         self._fingerprint: str | None = None
         self.device = next(model.parameters()).device
@@ -599,7 +607,12 @@ class RegionAnnotator:
     # -- identity -------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, path: str, adapter: str | None = None, config: AnnotatorConfig | None = None, dtype: Any = None, **kw
+        cls,
+        path: str,
+        adapter: str | None = None,
+        config: AnnotatorConfig | None = None,
+        dtype: Any = None,
+        **kw,
     ) -> RegionAnnotator:
         """Load model + processor from a local folder (optionally a standalone LoRA adapter folder)."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -623,7 +636,9 @@ class RegionAnnotator:
         self._fingerprint = None
 
     # -- prompt ---------------------------------------------------------------------------------------------
-    def prompt_texts(self, region_index: int, box1000: Sequence[int], has_region_image: bool) -> tuple[str, str]:
+    def prompt_texts(
+        self, region_index: int, box1000: Sequence[int], has_region_image: bool
+    ) -> tuple[str, str]:
         """(prefix, suffix) chat-template text; the prefix is identical for all regions of an image."""
         cfg = self.config
         # Everything that is the same for every region (system prompt, full image, the question) comes
@@ -656,14 +671,22 @@ class RegionAnnotator:
         if images:
             kwargs["images"] = images
         enc = self.processor(**kwargs)
-        tokens = {k: v[0].to(self.device) for k, v in enc.items() if k in _TOKEN_ALIGNED and k != "attention_mask"}
-        vision = {k: v.to(self.device) for k, v in enc.items() if k not in _TOKEN_ALIGNED and isinstance(v, torch.Tensor)}
+        tokens = {
+            k: v[0].to(self.device) for k, v in enc.items() if k in _TOKEN_ALIGNED and k != "attention_mask"
+        }
+        vision = {
+            k: v.to(self.device)
+            for k, v in enc.items()
+            if k not in _TOKEN_ALIGNED and isinstance(v, torch.Tensor)
+        }
         if "pixel_values" in vision and vision["pixel_values"].is_floating_point():
             vision["pixel_values"] = vision["pixel_values"].to(self.model.dtype)
         return _Piece(tokens, vision)
 
     def _encode_tokens(self, text: str) -> torch.Tensor:
-        return torch.tensor(self.tokenizer.encode(text, add_special_tokens=False), dtype=torch.long, device=self.device)
+        return torch.tensor(
+            self.tokenizer.encode(text, add_special_tokens=False), dtype=torch.long, device=self.device
+        )
 
     def build_inputs(self, image: Image.Image, label_map: np.ndarray) -> tuple[_Piece, list[_Piece]]:
         """Tokenised shared prefix and one suffix per region."""
@@ -739,7 +762,9 @@ class RegionAnnotator:
         out = []
         for suffix in suffixes:
             tokens = {k: torch.cat([prefix.tokens[k], suffix.tokens[k]])[None] for k in prefix.tokens}
-            inputs = dict(tokens, attention_mask=torch.ones_like(tokens["input_ids"]), **_cat_vision([prefix, suffix]))
+            inputs = dict(
+                tokens, attention_mask=torch.ones_like(tokens["input_ids"]), **_cat_vision([prefix, suffix])
+            )
             self.calls["generate"] += 1
             seq = self.model.generate(**inputs, **self._generation_kwargs())
             gen = seq[0, tokens["input_ids"].shape[1] :].tolist()
@@ -814,7 +839,9 @@ class RegionAnnotator:
                     kv.batch_select_indices(idx)
                     amask, next_pos, tok = amask[idx], next_pos[:, idx], tok[idx]
                     active = [active[b] for b in keep]
-                amask = torch.cat([amask, torch.ones(len(active), 1, dtype=torch.long, device=self.device)], 1)
+                amask = torch.cat(
+                    [amask, torch.ones(len(active), 1, dtype=torch.long, device=self.device)], 1
+                )
                 out = self.model(
                     input_ids=tok[:, None],
                     attention_mask=amask,
@@ -826,7 +853,9 @@ class RegionAnnotator:
         return results
 
     # -- scoring pass ---------------------------------------------------------------------------------------
-    def _answer_tokens(self, description: str, levels: Sequence[str]) -> tuple[torch.Tensor, list[int], list[int]]:
+    def _answer_tokens(
+        self, description: str, levels: Sequence[str]
+    ) -> tuple[torch.Tensor, list[int], list[int]]:
         """Canonical answer ids, the index of each level token, and the description token indices."""
         ids: list[int] = []
         level_idx: list[int] = []
@@ -863,7 +892,9 @@ class RegionAnnotator:
                 tokens = {"input_ids": ids}
                 for key in prefix.tokens:
                     if key != "input_ids":
-                        tokens[key] = torch.cat([prefix.tokens[key], suffixes[k].tokens[key], torch.zeros_like(ans)])[None]
+                        tokens[key] = torch.cat(
+                            [prefix.tokens[key], suffixes[k].tokens[key], torch.zeros_like(ans)]
+                        )[None]
                 keep = torch.tensor([base + i - 1 for i in lvl], dtype=torch.long, device=self.device)
                 out = self.model(
                     **tokens,
@@ -920,11 +951,19 @@ class RegionAnnotator:
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], batched: bool = True) -> np.ndarray:
         """Mean-pooled last hidden states of the MLLM over each text alone: ``(N, D)`` float32."""
-        encoded = [self._encode_tokens(" " + t.strip()) if t.strip() else torch.zeros(0, dtype=torch.long, device=self.device) for t in texts]
+        encoded = [
+            self._encode_tokens(" " + t.strip())
+            if t.strip()
+            else torch.zeros(0, dtype=torch.long, device=self.device)
+            for t in texts
+        ]
         dim = self.model.get_input_embeddings().embedding_dim
         out = np.zeros((len(texts), dim), dtype=np.float32)
         todo = [i for i, e in enumerate(encoded) if e.numel() > 0]
-        groups = [todo[i : i + self.config.max_batch_regions] for i in range(0, len(todo), self.config.max_batch_regions)]
+        groups = [
+            todo[i : i + self.config.max_batch_regions]
+            for i in range(0, len(todo), self.config.max_batch_regions)
+        ]
         if not batched:
             groups = [[i] for i in todo]
         n_pos = 3 if self._rope_owner() is not None else 1
@@ -937,7 +976,11 @@ class RegionAnnotator:
                 amask[b, : encoded[i].numel()] = 1
             pos = torch.arange(T, device=self.device).expand(n_pos, len(group), T)
             res = self.model(
-                input_ids=ids, attention_mask=amask, position_ids=self._pos_arg(pos), output_hidden_states=True, logits_to_keep=1
+                input_ids=ids,
+                attention_mask=amask,
+                position_ids=self._pos_arg(pos),
+                output_hidden_states=True,
+                logits_to_keep=1,
             )
             h = res.hidden_states[-1].float()
             m = amask[..., None].float()
@@ -960,7 +1003,10 @@ class RegionAnnotator:
         prefix, suffixes = self.build_inputs(image, label_map)
         fast = method == "fast" and self.supports_prefix_cache()
         if method == "fast" and not fast:
-            logger.warning("prefix caching is not supported for %s; annotating one region at a time", type(self.model).__name__)
+            logger.warning(
+                "prefix caching is not supported for %s; annotating one region at a time",
+                type(self.model).__name__,
+            )
         full_pos = cache = None
         if fast:
             full_pos = [self._positions([prefix, s]) for s in suffixes]
@@ -1027,7 +1073,15 @@ class RegionAnnotator:
 # ----------------------------------------------------------------------------------------------------------
 # random VLM for tests and benchmarks (no download)
 # ----------------------------------------------------------------------------------------------------------
-_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 _CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for c in message['content'] %}"
@@ -1038,17 +1092,42 @@ _CHAT_TEMPLATE = (
 
 
 def _tiny_corpus(dimensions: Sequence[str], level_words: Sequence[str]) -> list[str]:
-    lines = [region_question(dimensions, level_words), SYSTEM_PROMPT, "This is the full image.", region_intro(0, [0, 0, 1000, 1000], "crop")]
-    things = ["sky", "tree", "grass", "person", "face", "car", "road", "building", "water", "flower", "wall", "window"]
+    lines = [
+        region_question(dimensions, level_words),
+        SYSTEM_PROMPT,
+        "This is the full image.",
+        region_intro(0, [0, 0, 1000, 1000], "crop"),
+    ]
+    things = [
+        "sky",
+        "tree",
+        "grass",
+        "person",
+        "face",
+        "car",
+        "road",
+        "building",
+        "water",
+        "flower",
+        "wall",
+        "window",
+    ]
     for i, thing in enumerate(things):
         levels = [level_words[(i + j) % 5] for j in range(len(dimensions))]
-        lines.append(format_answer(f"a {thing} in the {['top', 'bottom', 'left', 'right'][i % 4]} part", levels, dimensions))
+        lines.append(
+            format_answer(
+                f"a {thing} in the {['top', 'bottom', 'left', 'right'][i % 4]} part", levels, dimensions
+            )
+        )
     lines.append("0123456789 [ ] ( ) , . : region image part area of the with and blurry noisy dark bright")
     return lines * 3
 
 
 def build_random_vlm(
-    size: str = "tiny", seed: int = 0, dimensions: Sequence[str] = DEFAULT_DIMENSIONS, level_words: Sequence[str] = DEFAULT_LEVEL_WORDS
+    size: str = "tiny",
+    seed: int = 0,
+    dimensions: Sequence[str] = DEFAULT_DIMENSIONS,
+    level_words: Sequence[str] = DEFAULT_LEVEL_WORDS,
 ) -> tuple[Any, Any]:
     """A randomly initialised Qwen2-VL with an in-code byte-level BPE tokenizer and processor.
 
@@ -1069,20 +1148,49 @@ def build_random_vlm(
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=_SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=600,
+        special_tokens=_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(_tiny_corpus(dimensions, level_words), trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=_SPECIAL_TOKENS[1:]
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=_SPECIAL_TOKENS[1:],
     )
     tokenizer.chat_template = _CHAT_TEMPLATE
     spec = {
-        "tiny": dict(hidden=64, inter=128, layers=2, heads=4, kv=2, v_depth=2, v_dim=32, v_heads=4, max_pixels=112 * 112),
-        "mid": dict(hidden=384, inter=1024, layers=6, heads=6, kv=2, v_depth=4, v_dim=192, v_heads=6, max_pixels=336 * 336),
+        "tiny": dict(
+            hidden=64,
+            inter=128,
+            layers=2,
+            heads=4,
+            kv=2,
+            v_depth=2,
+            v_dim=32,
+            v_heads=4,
+            max_pixels=112 * 112,
+        ),
+        "mid": dict(
+            hidden=384,
+            inter=1024,
+            layers=6,
+            heads=6,
+            kv=2,
+            v_depth=4,
+            v_dim=192,
+            v_heads=6,
+            max_pixels=336 * 336,
+        ),
     }[size]
     image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=spec["max_pixels"])
     processor = Qwen2VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=_CHAT_TEMPLATE
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=_CHAT_TEMPLATE,
     )
     tid = tokenizer.convert_tokens_to_ids
     head_dim = spec["hidden"] // spec["heads"]
@@ -1122,4 +1230,3 @@ def build_random_vlm(
     model.generation_config.eos_token_id = tid("<|im_end|>")
     model.generation_config.pad_token_id = tid("<|endoftext|>")
     return model, processor
-

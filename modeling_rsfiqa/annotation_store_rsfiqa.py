@@ -34,7 +34,7 @@ from datasets import Features, Value
 from datasets import Sequence as DsSequence
 
 from .annotation_rsfiqa import ImageAnnotations, RegionAnnotator, label_map_hash
-from .image_utils_rsfiqa import ImageLoadError, image_content_hash, load_image_rgb
+from .image_io import ImageLoadError, image_content_hash, load_image_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ class AnnotationKey:
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def partition_fingerprint(settings: dict[str, Any] | str | None = None, label_map: np.ndarray | None = None) -> str:
+def partition_fingerprint(
+    settings: dict[str, Any] | str | None = None, label_map: np.ndarray | None = None
+) -> str:
     """``settings:<hash>`` of the partition settings, or ``labels:<hash>`` of an explicit label map."""
     if settings is not None:
         text = settings if isinstance(settings, str) else json.dumps(settings, sort_keys=True, default=str)
@@ -153,7 +155,11 @@ def _decode_row(row: dict[str, Any]) -> ImageAnnotations:
     r, n_dims, d = int(row["num_regions"]), len(row["dimensions"]), int(row["embed_dim"])
     label_map = None
     if row["label_map"]:
-        label_map = np.frombuffer(zlib.decompress(row["label_map"]), dtype="<i4").reshape(row["label_map_shape"]).copy()
+        label_map = (
+            np.frombuffer(zlib.decompress(row["label_map"]), dtype="<i4")
+            .reshape(row["label_map_shape"])
+            .copy()
+        )
     return ImageAnnotations(
         text_embeds=np.frombuffer(row["text_embeds"], dtype="<f4").reshape(r, d).copy(),
         distortion_levels=np.frombuffer(row["distortion_levels"], dtype="<f4").reshape(r, n_dims).copy(),
@@ -387,14 +393,18 @@ def list_image_items(data: str) -> list[tuple[str, Callable[[], Any]]]:
     """``(item id, loader)`` pairs of an image folder (recursive, sorted) or a ``save_to_disk`` dataset
     (column ``image``). The loader returns something :func:`load_image_rgb` accepts."""
     data = os.fspath(data)
-    if os.path.isfile(os.path.join(data, "dataset_info.json")) or os.path.isfile(os.path.join(data, "state.json")):
+    if os.path.isfile(os.path.join(data, "dataset_info.json")) or os.path.isfile(
+        os.path.join(data, "state.json")
+    ):
         from datasets import load_from_disk
 
         ds = load_from_disk(data)
         if hasattr(ds, "keys") and not hasattr(ds, "column_names"):  # DatasetDict: all splits
             items = []
             for split in sorted(ds.keys()):
-                items += [(f"{split}/{i}", partial(_dataset_image, ds[split], i)) for i in range(len(ds[split]))]
+                items += [
+                    (f"{split}/{i}", partial(_dataset_image, ds[split], i)) for i in range(len(ds[split]))
+                ]
             return items
         return [(str(i), partial(_dataset_image, ds, i)) for i in range(len(ds))]
     files = []
@@ -430,7 +440,9 @@ def annotate_items(
 
     mine = list(items)[rank::world_size]
     stats: dict[str, Any] = {"total": len(mine), "computed": 0, "cached": 0, "errors": []}
-    bar = tqdm(mine, desc=f"annotate[{rank}/{world_size}]", disable=not progress, position=rank, dynamic_ncols=True)
+    bar = tqdm(
+        mine, desc=f"annotate[{rank}/{world_size}]", disable=not progress, position=rank, dynamic_ncols=True
+    )
     for item_id, loader in bar:
         try:
             pil = load_image_rgb(loader())

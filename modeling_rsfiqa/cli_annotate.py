@@ -37,7 +37,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", default="2x2", help="ROWSxCOLS for --partition grid")
     p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
     p.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
-    p.add_argument("--flush-every", type=int, default=1, help="images per written shard (1 = nothing is lost)")
+    p.add_argument(
+        "--flush-every", type=int, default=1, help="images per written shard (1 = nothing is lost)"
+    )
     p.add_argument("--no-compact", action="store_true", help="leave the shards as written")
     p.add_argument("--no-progress", action="store_true")
 
@@ -50,7 +52,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="annotate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="annotate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _add_arguments(parser)
     return parser
 
@@ -63,7 +67,7 @@ def make_partition_fn(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         rows, cols = (int(x) for x in args.grid.lower().split("x"))
         settings = {"method": "grid", "rows": rows, "cols": cols}
         return (lambda img: grid_label_map(img.height, img.width, rows, cols)), settings
-    from .partition_rsfiqa import superpixel_partition  # lazy: scikit-image only when needed
+    from .partition import superpixel_partition  # lazy: scikit-image only when needed
 
     settings = {
         "method": "superpixel",
@@ -74,7 +78,10 @@ def make_partition_fn(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
     def fn(img: Any) -> Any:
         return superpixel_partition(
-            img, n_segments=args.n_segments, max_regions=args.max_regions, min_region_area=args.min_region_area
+            img,
+            n_segments=args.n_segments,
+            max_regions=args.max_regions,
+            min_region_area=args.min_region_area,
         )
 
     return fn, settings
@@ -108,7 +115,11 @@ def run(args: argparse.Namespace, annotator: Any = None) -> int:
     if annotator is None:
         dtype = None if args.dtype == "auto" else args.dtype
         annotator = RegionAnnotator.from_pretrained(
-            args.model, adapter=args.adapter, config=_annotator_config(args), dtype=dtype, device_map=str(state.device)
+            args.model,
+            adapter=args.adapter,
+            config=_annotator_config(args),
+            dtype=dtype,
+            device_map=str(state.device),
         )
     partition_fn, settings = make_partition_fn(args)
     items = list_image_items(args.data)
@@ -127,7 +138,9 @@ def run(args: argparse.Namespace, annotator: Any = None) -> int:
         method=args.method,
     )
     if stats["errors"]:
-        with open(os.path.join(args.out, f"errors-rank{state.process_index}.jsonl"), "a", encoding="utf-8") as f:
+        with open(
+            os.path.join(args.out, f"errors-rank{state.process_index}.jsonl"), "a", encoding="utf-8"
+        ) as f:
             for err in stats["errors"]:
                 f.write(json.dumps(err) + "\n")
     state.wait_for_everyone()

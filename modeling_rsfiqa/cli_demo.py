@@ -15,17 +15,28 @@ from pathlib import Path
 
 __all__ = ["register", "run_demo", "DEMO_PHOTOS", "DEMO_DISTORTIONS"]
 
-DEMO_PHOTOS = {"chelsea": "CC0", "coffee": "CC0", "astronaut": "public domain (NASA)", "rocket": "public domain (SpaceX)"}
+DEMO_PHOTOS = {
+    "chelsea": "CC0",
+    "coffee": "CC0",
+    "astronaut": "public domain (NASA)",
+    "rocket": "public domain (SpaceX)",
+}
 DEMO_DISTORTIONS = ("gaussian_blur", "white_noise", "jpeg")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="score bundled photos at increasing distortion; write an HTML report")
+    p = subparsers.add_parser(
+        "demo", help="score bundled photos at increasing distortion; write an HTML report"
+    )
     p.add_argument("--out", default="report", help="output folder (default: report)")
     p.add_argument("--model", default=None, help="model folder (default: the shipped rsfiqa-mobile)")
     p.add_argument("--photos", default=",".join(DEMO_PHOTOS), help="comma-separated skimage.data photo names")
-    p.add_argument("--distortions", default=",".join(DEMO_DISTORTIONS), help="distortion names (see distortions_rsfiqa)")
-    p.add_argument("--levels", default="1,3,5", help="distortion levels to show (1 = mildest .. 5 = strongest)")
+    p.add_argument(
+        "--distortions", default=",".join(DEMO_DISTORTIONS), help="distortion names (see distortions)"
+    )
+    p.add_argument(
+        "--levels", default="1,3,5", help="distortion levels to show (1 = mildest .. 5 = strongest)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run_demo)
 
@@ -37,8 +48,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .cli_score import load_pipeline
-    from .distortions_rsfiqa import distort, list_distortions
-    from .report_rsfiqa import contact_sheet, render_tile, write_html_report
+    from .distortions import distort, list_distortions
+    from .report import contact_sheet, render_tile, write_html_report
 
     photos = [p for p in args.photos.split(",") if p]
     distortions = [d for d in args.distortions.split(",") if d]
@@ -75,13 +86,25 @@ def run_demo(args: argparse.Namespace) -> int:
             tiles = []
             for lv, (image, result) in zip([0, *levels], series):
                 title = f"{photo} clean" if lv == 0 else f"{dist} L{lv}"
-                tiles.append(render_tile(image, result, title, config.score_range, config.higher_is_better, 200))
-                table.append({"photo": photo, "distortion": dist if lv else "none", "level": lv,
-                              "score": round(result["score"], 3)})
+                tiles.append(
+                    render_tile(image, result, title, config.score_range, config.higher_is_better, 200)
+                )
+                table.append(
+                    {
+                        "photo": photo,
+                        "distortion": dist if lv else "none",
+                        "level": lv,
+                        "score": round(result["score"], 3),
+                    }
+                )
             rows.append(tiles)
-            items.append({"image": contact_sheet([tiles]),
-                          "caption": f"{dist}: scores {' > '.join(f'{s:.1f}' for s in scores)}"
-                                     f" ({'in order' if in_order else 'NOT in order'})"})
+            items.append(
+                {
+                    "image": contact_sheet([tiles]),
+                    "caption": f"{dist}: scores {' > '.join(f'{s:.1f}' for s in scores)}"
+                    f" ({'in order' if in_order else 'NOT in order'})",
+                }
+            )
         sections.append({"heading": f"{photo} ({DEMO_PHOTOS.get(photo, 'skimage.data')})", "items": items})
 
     with open(out / "scores.csv", "w", newline="") as f:

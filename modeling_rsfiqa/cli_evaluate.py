@@ -34,9 +34,15 @@ __all__ = ["register", "build_parser", "run", "main", "iter_items", "scatter_plo
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="trained model folder (or Hub id) with its processor")
-    p.add_argument("--data", required=True, help="imagefolder with metadata.csv, or a datasets save_to_disk folder")
+    p.add_argument(
+        "--data", required=True, help="imagefolder with metadata.csv, or a datasets save_to_disk folder"
+    )
     p.add_argument("--out", default=None, help="output folder (default ./rsfiqa-eval-<data name>)")
-    p.add_argument("--split", default=None, help="split of a save_to_disk DatasetDict (default test > validation > train)")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="split of a save_to_disk DatasetDict (default test > validation > train)",
+    )
     p.add_argument("--label-column", default="mos", help="MOS column (default: mos)")
     p.add_argument("--image-column", default="image", help="image column of a save_to_disk dataset")
     p.add_argument("--batch-size", type=int, default=8)
@@ -44,20 +50,27 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
     p.add_argument("--no-plot", action="store_true", help="skip the scatter plot (no matplotlib needed)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--trust-remote-code", action="store_true", help="for Hub models without the rsfiqa package")
+    p.add_argument(
+        "--trust-remote-code", action="store_true", help="for Hub models without the rsfiqa package"
+    )
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("evaluate", help="IQA metrics, scatter plot and per-image CSV of a model on a dataset",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="IQA metrics, scatter plot and per-image CSV of a model on a dataset",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rsfiqa evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="rsfiqa evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _add_arguments(parser)
     return parser
 
@@ -99,8 +112,9 @@ def _imagefolder_items(root: Path, label_column: str) -> Iterator[tuple[str, Any
             yield name, str(root / name), _float_or_nan(row.get(label_column)) if has_label else float("nan")
 
 
-def _saved_dataset_items(root: Path, split: str | None, image_column: str, label_column: str
-                         ) -> tuple[Iterator[tuple[str, Any, float]], str, int]:
+def _saved_dataset_items(
+    root: Path, split: str | None, image_column: str, label_column: str
+) -> tuple[Iterator[tuple[str, Any, float]], str, int]:
     import datasets
 
     loaded = datasets.load_from_disk(str(root))
@@ -113,9 +127,13 @@ def _saved_dataset_items(root: Path, split: str | None, image_column: str, label
     else:
         ds, split = loaded, split or "(single split)"
     if image_column not in ds.column_names:
-        raise ValueError(f"{root} has no column {image_column!r} (columns: {ds.column_names}); see --image-column")
+        raise ValueError(
+            f"{root} has no column {image_column!r} (columns: {ds.column_names}); see --image-column"
+        )
     if isinstance(ds.features.get(image_column), datasets.Image):
-        ds = ds.cast_column(image_column, datasets.Image(decode=False))  # decode ourselves: bad files are reported
+        ds = ds.cast_column(
+            image_column, datasets.Image(decode=False)
+        )  # decode ourselves: bad files are reported
     has_label = label_column in ds.column_names
     names = next((ds[c] for c in ("name", "file_name") if c in ds.column_names), None)
 
@@ -133,13 +151,18 @@ def _saved_dataset_items(root: Path, split: str | None, image_column: str, label
                     source = ("error", "row has neither image bytes nor a path")
             else:
                 source = raw
-            yield str(name if name is not None else i), source, _float_or_nan(row[label_column]) if has_label else float("nan")
+            yield (
+                str(name if name is not None else i),
+                source,
+                _float_or_nan(row[label_column]) if has_label else float("nan"),
+            )
 
     return items(), split, len(ds)
 
 
-def iter_items(data: str, split: str | None = None, image_column: str = "image", label_column: str = "mos"
-               ) -> tuple[Iterator[tuple[str, Any, float]], str, int]:
+def iter_items(
+    data: str, split: str | None = None, image_column: str = "image", label_column: str = "mos"
+) -> tuple[Iterator[tuple[str, Any, float]], str, int]:
     """``(items, description, count)``: items are ``(name, image source, mos)`` of an imagefolder or saved dataset."""
     root = Path(data)
     if (root / "metadata.csv").is_file():
@@ -148,13 +171,15 @@ def iter_items(data: str, split: str | None = None, image_column: str = "image",
     if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
         items, split, total = _saved_dataset_items(root, split, image_column, label_column)
         return items, f"save_to_disk dataset {root} [{split}]", total
-    raise FileNotFoundError(f"{data}: neither an imagefolder (metadata.csv) nor a datasets save_to_disk folder")
+    raise FileNotFoundError(
+        f"{data}: neither an imagefolder (metadata.csv) nor a datasets save_to_disk folder"
+    )
 
 
 def _decode(source: Any) -> Any:
     from PIL import Image
 
-    from .image_utils_rsfiqa import ImageLoadError, load_image_rgb
+    from .image_io import ImageLoadError, load_image_rgb
 
     if isinstance(source, tuple) and source and source[0] == "error":
         raise ImageLoadError("<row>", source[1])
@@ -192,11 +217,13 @@ def _predict(model: Any, processor: Any, device: Any, images: list[Any]) -> list
         return [float(s) for s in model(**inputs).score.float().cpu()]
 
 
-def scatter_plot(path: Path, predictions: list[float], mos: list[float], title: str, metrics: dict[str, float]) -> None:
+def scatter_plot(
+    path: Path, predictions: list[float], mos: list[float], title: str, metrics: dict[str, float]
+) -> None:
     """Prediction vs MOS with the fitted VQEG logistic curve."""
     import numpy as np
 
-    from .metrics_rsfiqa import MetricWarning, fit_logistic4
+    from .quality_metrics import MetricWarning, fit_logistic4
 
     plt = require_matplotlib()
     x, y = np.asarray(predictions, float), np.asarray(mos, float)
@@ -221,10 +248,17 @@ def scatter_plot(path: Path, predictions: list[float], mos: list[float], title: 
 
 
 def format_table(metrics: dict[str, float], n_scored: int, n_skipped: int) -> str:
-    labels = [("srcc", "SRCC"), ("plcc", "PLCC"), ("plcc_logistic", "PLCC (logistic)"), ("krcc", "KRCC"),
-              ("rmse", "RMSE (logistic)")]
-    rows = [(label, "n/a" if not math.isfinite(metrics.get(key, float("nan"))) else f"{metrics[key]:.4f}")
-            for key, label in labels]
+    labels = [
+        ("srcc", "SRCC"),
+        ("plcc", "PLCC"),
+        ("plcc_logistic", "PLCC (logistic)"),
+        ("krcc", "KRCC"),
+        ("rmse", "RMSE (logistic)"),
+    ]
+    rows = [
+        (label, "n/a" if not math.isfinite(metrics.get(key, float("nan"))) else f"{metrics[key]:.4f}")
+        for key, label in labels
+    ]
     rows += [("images scored", str(n_scored)), ("images skipped", str(n_skipped))]
     width = max(len(r[0]) for r in rows)
     line = "-" * (width + 12)
@@ -234,8 +268,8 @@ def format_table(metrics: dict[str, float], n_scored: int, n_skipped: int) -> st
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .image_utils_rsfiqa import ImageLoadError
-    from .metrics_rsfiqa import MetricWarning, compute_iqa_metrics
+    from .image_io import ImageLoadError
+    from .quality_metrics import MetricWarning, compute_iqa_metrics
 
     if args.batch_size < 1:
         print("error: --batch-size must be >= 1", file=sys.stderr)
@@ -306,15 +340,21 @@ def run(args: argparse.Namespace) -> int:
             writer = csv.writer(f)
             writer.writerow(["file", "reason"])
             writer.writerows(skipped)
-        print(f"{len(skipped)} image(s) could not be scored and were skipped (see {out / 'skipped.csv'}):", file=sys.stderr)
+        print(
+            f"{len(skipped)} image(s) could not be scored and were skipped (see {out / 'skipped.csv'}):",
+            file=sys.stderr,
+        )
         for name, reason in skipped:
             print(f"  {name}: {reason}", file=sys.stderr)
 
     labelled = [(p, m) for _, m, p in results if math.isfinite(m)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MetricWarning)
-        metrics = compute_iqa_metrics([p for p, _ in labelled], [m for _, m in labelled]) if labelled else \
-            dict.fromkeys(("srcc", "plcc", "plcc_logistic", "krcc", "rmse"), float("nan"))
+        metrics = (
+            compute_iqa_metrics([p for p, _ in labelled], [m for _, m in labelled])
+            if labelled
+            else dict.fromkeys(("srcc", "plcc", "plcc_logistic", "krcc", "rmse"), float("nan"))
+        )
     notes = [str(w.message) for w in caught if issubclass(w.category, MetricWarning)]
     summary = {
         **{k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
@@ -333,8 +373,13 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}")
     if not args.no_plot and labelled:
-        scatter_plot(out / "scatter.png", [p for p, _ in labelled], [m for _, m in labelled],
-                     f"{Path(args.model).name} on {Path(args.data).name}", metrics)
+        scatter_plot(
+            out / "scatter.png",
+            [p for p, _ in labelled],
+            [m for _, m in labelled],
+            f"{Path(args.model).name} on {Path(args.data).name}",
+            metrics,
+        )
     elif not labelled:
         print(f"note: no {args.label_column!r} labels: predictions only, no metrics or plot")
     print(f"wrote {out}")

@@ -16,9 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("score", help="score images (file paths or folders) with the RSFIQA model")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--model", default=None, help="model folder (default: the shipped rsfiqa-mobile)")
-    p.add_argument("--json", dest="json_out", default=None, help="write all results (regions included) to this file")
+    p.add_argument(
+        "--json", dest="json_out", default=None, help="write all results (regions included) to this file"
+    )
     p.add_argument("--report", default=None, help="write an HTML report with region overlays to this folder")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: report and go on)")
+    p.add_argument(
+        "--strict", action="store_true", help="stop at the first unreadable image (default: report and go on)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run_score)
 
@@ -34,7 +38,9 @@ def load_pipeline(model: str | None = None, threads: int | None = None):
         torch.set_num_threads(threads)
     target = model or str(DEFAULT_MODEL_DIR)
     if not Path(target).exists() and model is None:
-        raise FileNotFoundError(f"The default model is missing from this installation ({target}); pass --model DIR")
+        raise FileNotFoundError(
+            f"The default model is missing from this installation ({target}); pass --model DIR"
+        )
     return pipeline("image-quality", model=target)
 
 
@@ -80,18 +86,26 @@ def run_score(args: argparse.Namespace) -> int:
         serial = [{k: v for k, v in r.items() if k not in ("attention_map", "region_map")} for r in results]
         Path(args.json_out).write_text(json.dumps(serial, indent=2))
     if args.report:
-        from .image_utils_rsfiqa import load_image_rgb
-        from .report_rsfiqa import render_tile, write_html_report
+        from .image_io import load_image_rgb
+        from .report import render_tile, write_html_report
 
         items = []
         for r in results:
             if r["score"] is None:
                 continue
-            tile = render_tile(load_image_rgb(r["source"]), r, Path(r["source"]).name, config.score_range,
-                               config.higher_is_better)
+            tile = render_tile(
+                load_image_rgb(r["source"]),
+                r,
+                Path(r["source"]).name,
+                config.score_range,
+                config.higher_is_better,
+            )
             items.append({"image": tile, "caption": f"{r['source']}: {r['score']:.2f}"})
-        out = write_html_report(Path(args.report) / "index.html", "rsfiqa scores",
-                                "Each row: the image, per-region predicted quality (red = worse), RSA attention.",
-                                [{"heading": "Images", "items": items}])
+        out = write_html_report(
+            Path(args.report) / "index.html",
+            "rsfiqa scores",
+            "Each row: the image, per-region predicted quality (red = worse), RSA attention.",
+            [{"heading": "Images", "items": items}],
+        )
         print(f"report: {out}")
     return 1 if failed else 0

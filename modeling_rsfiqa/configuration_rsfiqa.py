@@ -136,7 +136,9 @@ class RSFIQAConfig(PreTrainedConfig):
         if self.max_regions < 1:
             raise ValueError(f"max_regions must be >= 1, got {self.max_regions}")
         if not 0.0 <= self.min_region_area < 1.0:
-            raise ValueError(f"min_region_area is a fraction of the image in [0, 1), got {self.min_region_area}")
+            raise ValueError(
+                f"min_region_area is a fraction of the image in [0, 1), got {self.min_region_area}"
+            )
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise ValueError(f"image_size must be [height, width] >= 8, got {self.image_size}")
         if self.region_label_stride < 1:

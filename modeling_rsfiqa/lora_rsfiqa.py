@@ -36,7 +36,7 @@ from .annotation_rsfiqa import (
     check_label_map,
     grid_label_map,
 )
-from .image_utils_rsfiqa import load_image_rgb
+from .image_io import load_image_rgb
 
 __all__ = [
     "LORA_TARGETS",
@@ -97,7 +97,9 @@ def language_model_target_regex(model: torch.nn.Module) -> str:
             n.startswith(name + ".layers.") for n, _ in model.named_modules()
         ):
             return rf"{re.escape(name)}\.layers\.\d+\.{_PROJ}"
-    raise ValueError(f"cannot locate the language model of {type(model).__name__}; pass RegionLoraSettings(target=...)")
+    raise ValueError(
+        f"cannot locate the language model of {type(model).__name__}; pass RegionLoraSettings(target=...)"
+    )
 
 
 def _lora_config(model: torch.nn.Module, settings: RegionLoraSettings) -> Any:
@@ -117,7 +119,9 @@ def _lora_config(model: torch.nn.Module, settings: RegionLoraSettings) -> Any:
     )
 
 
-def add_region_lora(model: torch.nn.Module, settings: RegionLoraSettings | None = None, freeze_base: bool = True) -> torch.nn.Module:
+def add_region_lora(
+    model: torch.nn.Module, settings: RegionLoraSettings | None = None, freeze_base: bool = True
+) -> torch.nn.Module:
     """Inject LoRA into the language model of ``model`` in place; freeze everything else. Returns ``model``."""
     from peft import inject_adapter_in_model
 
@@ -132,7 +136,9 @@ def add_region_lora(model: torch.nn.Module, settings: RegionLoraSettings | None 
 
 
 @torch.no_grad()
-def reset_region_lora(model: torch.nn.Module, adapter_name: str = DEFAULT_ADAPTER_NAME, only_b: bool = False) -> None:
+def reset_region_lora(
+    model: torch.nn.Module, adapter_name: str = DEFAULT_ADAPTER_NAME, only_b: bool = False
+) -> None:
     """Re-initialise the adapter as peft does (A: Kaiming uniform, B: zeros): an exact no-op again.
     ``only_b``: only zero B (keeps A's random directions)."""
     for module in model.modules():
@@ -145,11 +151,15 @@ def reset_region_lora(model: torch.nn.Module, adapter_name: str = DEFAULT_ADAPTE
                 torch.nn.init.kaiming_uniform_(module.lora_A[adapter_name].weight, a=5**0.5)
 
 
-def region_lora_parameters(model: torch.nn.Module, adapter_name: str = DEFAULT_ADAPTER_NAME) -> dict[str, torch.nn.Parameter]:
+def region_lora_parameters(
+    model: torch.nn.Module, adapter_name: str = DEFAULT_ADAPTER_NAME
+) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if "lora_" in n and f".{adapter_name}." in n}
 
 
-def region_adapter_state_dict(model: torch.nn.Module, adapter_name: str = DEFAULT_ADAPTER_NAME) -> dict[str, torch.Tensor]:
+def region_adapter_state_dict(
+    model: torch.nn.Module, adapter_name: str = DEFAULT_ADAPTER_NAME
+) -> dict[str, torch.Tensor]:
     """The adapter weights in peft's saved-adapter format (``base_model.model.<module>.lora_A.weight``)."""
     from peft import get_peft_model_state_dict
 
@@ -157,13 +167,19 @@ def region_adapter_state_dict(model: torch.nn.Module, adapter_name: str = DEFAUL
     return {f"base_model.model.{k}": v.detach().cpu().contiguous() for k, v in sd.items()}
 
 
-def save_region_adapter(model: torch.nn.Module, folder: str, adapter_name: str = DEFAULT_ADAPTER_NAME) -> None:
+def save_region_adapter(
+    model: torch.nn.Module, folder: str, adapter_name: str = DEFAULT_ADAPTER_NAME
+) -> None:
     """Write a standalone peft adapter (``adapter_config.json`` + ``adapter_model.safetensors``)."""
     from safetensors.torch import save_file
 
     os.makedirs(folder, exist_ok=True)
     model.peft_config[adapter_name].save_pretrained(folder)
-    save_file(region_adapter_state_dict(model, adapter_name), os.path.join(folder, "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        region_adapter_state_dict(model, adapter_name),
+        os.path.join(folder, "adapter_model.safetensors"),
+        metadata={"format": "pt"},
+    )
 
 
 def load_region_adapter(
@@ -189,7 +205,7 @@ def load_region_adapter(
 # ----------------------------------------------------------------------------------------------------------
 # training data: synthetic region distortions with known answers
 # ----------------------------------------------------------------------------------------------------------
-# dimension -> distortion types of distortions_rsfiqa (KADID-10k names) that degrade it
+# dimension -> distortion types of distortions (KADID-10k names) that degrade it
 DIMENSION_DISTORTIONS: dict[str, list[str]] = {
     "blur": ["gaussian_blur", "lens_blur", "motion_blur"],
     "noise": ["white_noise", "white_noise_color", "impulse_noise", "multiplicative_noise"],
@@ -202,12 +218,14 @@ SEVERITY_TO_LEVEL_INDEX = {0: 4, 1: 3, 2: 2, 3: 1, 4: 1, 5: 0}
 
 
 def _fallback_distort(image: Image.Image, name: str, level: int, seed: int) -> Image.Image:
-    """A few simple distortions if ``distortions_rsfiqa`` is unavailable."""
+    """A few simple distortions if ``distortions`` is unavailable."""
     rng = np.random.default_rng(seed)
     if "blur" in name:
         return image.filter(ImageFilter.GaussianBlur([0.5, 1, 2, 3, 5][level - 1]))
     if "noise" in name:
-        arr = np.asarray(image, dtype=np.float32) + rng.normal(0, [5, 10, 18, 28, 45][level - 1], (image.height, image.width, 3))
+        arr = np.asarray(image, dtype=np.float32) + rng.normal(
+            0, [5, 10, 18, 28, 45][level - 1], (image.height, image.width, 3)
+        )
         return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     if "jpeg" in name:
         import io
@@ -224,7 +242,7 @@ def _fallback_distort(image: Image.Image, name: str, level: int, seed: int) -> I
 def distort_region(image: Image.Image, mask: np.ndarray, name: str, level: int, seed: int) -> Image.Image:
     """``image`` with distortion ``name`` at ``level`` applied inside ``mask`` only."""
     try:
-        from .distortions_rsfiqa import distort
+        from .distortions import distort
 
         out = distort(image, name, level, seed)
     except ImportError:
@@ -238,7 +256,11 @@ def _position_phrase(mask: np.ndarray) -> str:
     h, w = mask.shape
     v = ["top", "middle", "bottom"][min(2, int(3 * ys.mean() / h))]
     u = ["left", "center", "right"][min(2, int(3 * xs.mean() / w))]
-    where = "center" if (v, u) == ("middle", "center") else (u if v == "middle" else v if u == "center" else f"{v}-{u}")
+    where = (
+        "center"
+        if (v, u) == ("middle", "center")
+        else (u if v == "middle" else v if u == "center" else f"{v}-{u}")
+    )
     return f"the {where} part of the photo"
 
 
@@ -273,8 +295,14 @@ def build_region_instruction_examples(
     for n in range(n_images):
         src = load_image_rgb(images[int(rng.integers(len(images)))])
         scale = image_side / max(src.size)
-        img = src.resize((max(28, round(src.width * scale)), max(28, round(src.height * scale))), Image.BICUBIC)
-        lm = grid_label_map(img.height, img.width, *grid) if label_maps is None else check_label_map(label_maps[n % len(label_maps)])
+        img = src.resize(
+            (max(28, round(src.width * scale)), max(28, round(src.height * scale))), Image.BICUBIC
+        )
+        lm = (
+            grid_label_map(img.height, img.width, *grid)
+            if label_maps is None
+            else check_label_map(label_maps[n % len(label_maps)])
+        )
         if lm.shape != (img.height, img.width):
             raise ValueError("label map size does not match the resized image")
         targets = []
@@ -296,7 +324,9 @@ def build_region_instruction_examples(
     return examples
 
 
-def _example(annotator: RegionAnnotator, prefix: Any, suffix: Any, desc: str, levels: list[str], supervise_desc: bool) -> dict[str, Any]:
+def _example(
+    annotator: RegionAnnotator, prefix: Any, suffix: Any, desc: str, levels: list[str], supervise_desc: bool
+) -> dict[str, Any]:
     tok = annotator.tokenizer
     ans_ids: list[int] = []
     ans_labels: list[int] = []
@@ -314,7 +344,13 @@ def _example(annotator: RegionAnnotator, prefix: Any, suffix: Any, desc: str, le
     }
     for key in prefix.tokens:
         if key != "input_ids":
-            ex[key] = torch.cat([prefix.tokens[key], suffix.tokens[key], torch.zeros(len(ans_ids), dtype=prefix.tokens[key].dtype)]).cpu()
+            ex[key] = torch.cat(
+                [
+                    prefix.tokens[key],
+                    suffix.tokens[key],
+                    torch.zeros(len(ans_ids), dtype=prefix.tokens[key].dtype),
+                ]
+            ).cpu()
     for key in prefix.vision:
         parts = [p.vision[key] for p in (prefix, suffix) if key in p.vision]
         ex[key] = torch.cat(parts).cpu()

@@ -33,7 +33,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_rsfiqa import RSFIQAConfig
-from .losses_rsfiqa import quality_loss
+from .losses import quality_loss
 
 __all__ = [
     "RSFIQAPreTrainedModel",
@@ -132,7 +132,9 @@ def _tensor_stamp(tensors: list[torch.Tensor]) -> tuple | None:
 
 
 @torch.no_grad()
-def fuse_conv_batchnorm(module: nn.Module, example: torch.Tensor, rtol: float = 1e-4) -> tuple[nn.Module, int]:
+def fuse_conv_batchnorm(
+    module: nn.Module, example: torch.Tensor, rtol: float = 1e-4
+) -> tuple[nn.Module, int]:
     """An inference copy of ``module`` with each eval-mode batch norm folded into the conv that feeds it.
 
     Pairs are found by running ``example`` once: a ``BatchNorm2d`` whose input is exactly the output tensor
@@ -157,7 +159,9 @@ def fuse_conv_batchnorm(module: nn.Module, example: torch.Tensor, rtol: float = 
             pairs.append((hit[1], bn))
 
     hooks = [
-        m.register_forward_hook(after_conv) if isinstance(m, nn.Conv2d) else m.register_forward_pre_hook(before_bn)
+        m.register_forward_hook(after_conv)
+        if isinstance(m, nn.Conv2d)
+        else m.register_forward_pre_hook(before_bn)
         for m in fused.modules()
         if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))
     ]
@@ -176,7 +180,13 @@ def fuse_conv_batchnorm(module: nn.Module, example: torch.Tensor, rtol: float = 
         setattr(parent, name, nn.Sequential(*tail) if tail else nn.Identity())
 
     def flat(out):
-        return list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (list, tuple)) else [out]
+        return (
+            list(out.values())
+            if isinstance(out, dict)
+            else list(out)
+            if isinstance(out, (list, tuple))
+            else [out]
+        )
 
     for ref, new in zip(flat(module(example)), flat(fused(example)), strict=True):
         if (ref - new).float().norm() > rtol * ref.float().norm() + 1e-6:
@@ -378,7 +388,11 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
         forward hooks are registered on the backbone (they would not fire in a copy).
         """
         backbone = self.backbone
-        if not getattr(self.config, "inference_fuse_batchnorm", False) or self.training or torch.is_grad_enabled():
+        if (
+            not getattr(self.config, "inference_fuse_batchnorm", False)
+            or self.training
+            or torch.is_grad_enabled()
+        ):
             return backbone
         cached = self.__dict__.get("_fused_backbone")  # (modules, tensors, stamp, fused)
         if cached is None or cached[0][0] is not backbone or _tensor_stamp(cached[1]) != cached[2]:
@@ -469,7 +483,9 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             h, w = config.label_size
             region_labels = torch.zeros(b, h, w, dtype=torch.long, device=device)
         if region_labels.ndim != 3 or region_labels.shape[0] != b:
-            raise ValueError(f"region_labels must be (batch, h, w) with batch={b}, got {tuple(region_labels.shape)}")
+            raise ValueError(
+                f"region_labels must be (batch, h, w) with batch={b}, got {tuple(region_labels.shape)}"
+            )
 
         features = self._backbone_features(pixel_values, prefix_features)
         onehot = region_masks_from_labels(region_labels.to(device), k)  # (B, K, h, w)

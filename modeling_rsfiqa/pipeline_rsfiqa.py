@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from transformers import Pipeline
 
-from .image_utils_rsfiqa import ImageLoadError, describe_source, load_image_rgb
-from .partition_rsfiqa import region_summaries
-from .runtime_rsfiqa import tune_cpu_allocator
+from .image_io import ImageLoadError, describe_source, load_image_rgb
+from .partition import region_summaries
+from .runtime import tune_cpu_allocator
 
 __all__ = ["ImageQualityPipeline"]
 
@@ -43,7 +43,7 @@ class ImageQualityPipeline(Pipeline):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.device.type == "cpu":  # keep activation memory between calls (see runtime_rsfiqa)
+        if self.device.type == "cpu":  # keep activation memory between calls (see runtime)
             tune_cpu_allocator()
 
     def _sanitize_parameters(
@@ -98,8 +98,12 @@ class ImageQualityPipeline(Pipeline):
         )
         region_map = inputs.pop("region_maps")[0]
         model_inputs = {k: v for k, v in inputs.items() if k in self.processor.model_input_names}
-        model_inputs["_meta"] = {"source": source, "size": rgb.size, "region_map": region_map,
-                                 "annotations": annotations}
+        model_inputs["_meta"] = {
+            "source": source,
+            "size": rgb.size,
+            "region_map": region_map,
+            "annotations": annotations,
+        }
         return model_inputs
 
     def _forward(self, model_inputs: dict) -> dict:
@@ -130,7 +134,10 @@ class ImageQualityPipeline(Pipeline):
             if annotations is not None and k < len(annotations.get("descriptions", [])):
                 region["description"] = annotations["descriptions"][k]
                 region["distortion_levels"] = dict(
-                    zip(annotations.get("dimensions", []), np.asarray(annotations["distortion_levels"][k]).tolist())
+                    zip(
+                        annotations.get("dimensions", []),
+                        np.asarray(annotations["distortion_levels"][k]).tolist(),
+                    )
                 )
             regions.append(region)
         result = {
@@ -158,4 +165,3 @@ class ImageQualityPipeline(Pipeline):
         with open(config_path, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2, sort_keys=True)
             f.write("\n")
-

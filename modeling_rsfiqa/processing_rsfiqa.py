@@ -17,17 +17,27 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_rsfiqa import DEFAULT_DISTORTION_DIMENSIONS, DEFAULT_LEVEL_WORDS, RSFIQAConfig
-from .image_utils_rsfiqa import load_image_rgb
-from .partition_rsfiqa import partition_image, resize_label_map
+from .image_io import load_image_rgb
+from .partition import partition_image, resize_label_map
 
 __all__ = ["RSFIQAProcessor", "REGION_SETTINGS"]
 
 #: RSFIQAConfig fields the processor mirrors (saved in processor_config.json).
 REGION_SETTINGS = (
-    "partition_method", "max_regions", "min_region_area", "superpixel_segments", "superpixel_compactness",
+    "partition_method",
+    "max_regions",
+    "min_region_area",
+    "superpixel_segments",
+    "superpixel_compactness",
     "superpixel_work_size",
-    "sam_points_per_side", "sam_points_per_batch", "sam_pred_iou_thresh", "sam_stability_score_thresh",
-    "region_label_stride", "distortion_dimensions", "level_words", "prompt_version",
+    "sam_points_per_side",
+    "sam_points_per_batch",
+    "sam_pred_iou_thresh",
+    "sam_stability_score_thresh",
+    "region_label_stride",
+    "distortion_dimensions",
+    "level_words",
+    "prompt_version",
 )
 
 
@@ -113,7 +123,9 @@ class RSFIQAProcessor(ProcessorMixin):
         return {k: getattr(self, k) for k in keys}
 
     # ------------------------------------------------------------------------------------------------
-    def partition(self, image: Any, sam_model: Any = None, output_size: tuple[int, int] | None = None) -> np.ndarray:
+    def partition(
+        self, image: Any, sam_model: Any = None, output_size: tuple[int, int] | None = None
+    ) -> np.ndarray:
         """Non-overlapping region label map of one image (int32, values 0..R-1, R <= max_regions)."""
         # the processor carries the config's region settings under the same names
         return partition_image(load_image_rgb(image), self, sam_model, self.sam_image_processor, output_size)
@@ -159,7 +171,9 @@ class RSFIQAProcessor(ProcessorMixin):
             raise ValueError("`images` is an empty list")
         rgb = [load_image_rgb(im) for im in images]
         if annotator is not None and annotations is None:
-            annotations, region_labels = self.annotate(rgb, annotator, annotation_store, region_labels, sam_model)
+            annotations, region_labels = self.annotate(
+                rgb, annotator, annotation_store, region_labels, sam_model
+            )
         if region_labels is not None and len(region_labels) != len(rgb):
             raise ValueError(f"got {len(region_labels)} region label maps for {len(rgb)} images")
         if annotations is not None and len(annotations) != len(rgb):
@@ -180,7 +194,9 @@ class RSFIQAProcessor(ProcessorMixin):
             else:
                 small = resize_label_map(full.astype(np.int32), label_size)
             if small.max() >= self.max_regions:
-                raise ValueError(f"region_labels[{i}] has label {small.max()} >= max_regions={self.max_regions}")
+                raise ValueError(
+                    f"region_labels[{i}] has label {small.max()} >= max_regions={self.max_regions}"
+                )
             full_maps.append(full)
             small_maps.append(small)
         data["region_labels"] = torch.from_numpy(np.stack(small_maps).astype(np.int64))
@@ -217,7 +233,9 @@ class RSFIQAProcessor(ProcessorMixin):
                 annotator,
                 store,
                 label_map=given,
-                partition_fn=None if given is not None else (lambda im: self.partition(im, sam_model=sam_model)),
+                partition_fn=None
+                if given is not None
+                else (lambda im: self.partition(im, sam_model=sam_model)),
                 partition_settings=None if given is not None else self.partition_settings,
                 method=method,
             )

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from .image_utils_rsfiqa import image_content_hash, load_image_rgb
-from .metrics_rsfiqa import METRIC_NAMES, compute_iqa_metrics
+from .image_io import image_content_hash, load_image_rgb
+from .quality_metrics import METRIC_NAMES, compute_iqa_metrics
 
 __all__ = [
     "parse_loss_weights",
@@ -68,7 +68,7 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------
 def parse_loss_weights(spec: str | dict | None) -> dict[str, float] | None:
     """``"l1=1,plcc=1,rank=0.3"`` (or a dict / JSON object) -> ``{"l1": 1.0, "plcc": 1.0, "rank": 0.3}``."""
-    from .losses_rsfiqa import LOSS_NAMES
+    from .losses import LOSS_NAMES
 
     if spec is None or spec == "":
         return None
@@ -82,7 +82,9 @@ def parse_loss_weights(spec: str | dict | None) -> dict[str, float] | None:
             if not part.strip():
                 continue
             if "=" not in part:
-                raise ValueError(f"loss weight {part!r} must look like name=value (e.g. l1=1,plcc=1,rank=0.3)")
+                raise ValueError(
+                    f"loss weight {part!r} must look like name=value (e.g. l1=1,plcc=1,rank=0.3)"
+                )
             name, value = part.split("=", 1)
             weights[name.strip()] = float(value)
     unknown = sorted(set(weights) - set(LOSS_NAMES))
@@ -134,7 +136,11 @@ class RegionLabelCache:
         self.processor = processor
         self.sam_model = sam_model
         self.label_size = tuple(int(s) for s in processor.label_size)
-        settings = {**processor.partition_settings, "label_size": list(self.label_size), "version": self.VERSION}
+        settings = {
+            **processor.partition_settings,
+            "label_size": list(self.label_size),
+            "version": self.VERSION,
+        }
         self.settings_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         self.dir = Path(cache_dir) / self.settings_key if cache_dir else None
         if self.dir is not None:
@@ -171,7 +177,8 @@ class RegionLabelCache:
                 return cached
         self.misses += 1
         label_map = np.asarray(
-            self.processor.partition(image, sam_model=self.sam_model, output_size=self.label_size), dtype=np.int32
+            self.processor.partition(image, sam_model=self.sam_model, output_size=self.label_size),
+            dtype=np.int32,
         )
         self.memory[key] = label_map
         if path is not None:
@@ -182,7 +189,9 @@ class RegionLabelCache:
         return label_map
 
 
-def _crop_box(width: int, height: int, min_scale: float, generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
+def _crop_box(
+    width: int, height: int, min_scale: float, generator: torch.Generator | None = None
+) -> tuple[int, int, int, int]:
     """A random crop ``(left, top, right, bottom)`` whose sides are ``U(min_scale, 1)`` of the image's."""
     r = torch.rand(4, generator=generator).tolist()
     cw = max(1, round(width * (min_scale + (1.0 - min_scale) * r[0])))
@@ -221,7 +230,9 @@ class RSFIQATransform:
         self.random_crop_scale = random_crop_scale
 
     @staticmethod
-    def _crop_label_map(label_map: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    def _crop_label_map(
+        label_map: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]
+    ) -> np.ndarray:
         """The part of a whole-image label map under ``box`` (pixel coordinates of an image of ``size=(w, h)``)."""
         lh, lw = label_map.shape
         w, h = size
@@ -266,12 +277,22 @@ class RSFIQATransform:
 class RSFIQADataCollator:
     """Stack the per-example tensors of :class:`RSFIQATransform` into a model batch."""
 
-    keys = ("pixel_values", "region_labels", "region_text_embeds", "region_distortion_levels", "region_annotation_mask")
+    keys = (
+        "pixel_values",
+        "region_labels",
+        "region_text_embeds",
+        "region_distortion_levels",
+        "region_annotation_mask",
+    )
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = {k: torch.stack([torch.as_tensor(f[k]) for f in features]) for k in self.keys if k in features[0]}
+        batch = {
+            k: torch.stack([torch.as_tensor(f[k]) for f in features]) for k in self.keys if k in features[0]
+        }
         if "labels" in features[0]:
-            batch["labels"] = torch.stack([torch.as_tensor(f["labels"], dtype=torch.float32).reshape(()) for f in features])
+            batch["labels"] = torch.stack(
+                [torch.as_tensor(f["labels"], dtype=torch.float32).reshape(()) for f in features]
+            )
         return batch
 
 
@@ -471,8 +492,11 @@ def build_param_groups(
     LoRA and new layers at ``learning_rate``; each split into weight-decay / no-decay. Frozen parameters are
     left out. Every group carries ``group_name`` (e.g. ``"backbone"``, ``"new_no_decay"``)."""
     decay = set(decay_parameter_names) if decay_parameter_names is not None else None
-    lrs = {"backbone": learning_rate if backbone_learning_rate is None else backbone_learning_rate,
-           "lora": learning_rate, "new": learning_rate}
+    lrs = {
+        "backbone": learning_rate if backbone_learning_rate is None else backbone_learning_rate,
+        "lora": learning_rate,
+        "new": learning_rate,
+    }
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -484,12 +508,14 @@ def build_param_groups(
         for use_decay in (True, False):
             params = buckets.get((kind, use_decay))
             if params:
-                groups.append({
-                    "params": params,
-                    "lr": lrs[kind],
-                    "weight_decay": weight_decay if use_decay else 0.0,
-                    "group_name": kind if use_decay else f"{kind}_no_decay",
-                })
+                groups.append(
+                    {
+                        "params": params,
+                        "lr": lrs[kind],
+                        "weight_decay": weight_decay if use_decay else 0.0,
+                        "group_name": kind if use_decay else f"{kind}_no_decay",
+                    }
+                )
     return groups
 
 
@@ -511,8 +537,13 @@ class RSFIQATrainer(Trainer):
         model_card_info: facts for :func:`write_model_card` (data, recipe, ...).
     """
 
-    def __init__(self, *args: Any, backbone_learning_rate: float | None = None,
-                 model_card_info: dict[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        backbone_learning_rate: float | None = None,
+        model_card_info: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
         # transformers 5.23 `Trainer.train` calls `align_special_tokens`, which reads `processor.tokenizer` of any
         # ProcessorMixin: a tokenizer-free processor (ours) crashes it. Such a processor is kept here instead
         # and saved next to every checkpoint / the final model by `_save` (and before hub pushes).
@@ -546,7 +577,9 @@ class RSFIQATrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict=state_dict)
         if self.rsfiqa_processor is not None and self.args.should_save:
-            self.rsfiqa_processor.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
+            self.rsfiqa_processor.save_pretrained(
+                output_dir if output_dir is not None else self.args.output_dir
+            )
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         if self.rsfiqa_processor is not None and self.is_world_process_zero():
@@ -564,8 +597,10 @@ class RSFIQATrainer(Trainer):
             try:
                 from transformers.trainer_optimizer import is_optimizer_factory
             except ImportError:  # older transformers
+
                 def is_optimizer_factory(_cls: Any) -> bool:
                     return False
+
             special = any(k in optimizer_kwargs for k in ("params", "model", "optimizer_dict"))
             if special or is_optimizer_factory(optimizer_cls):
                 if self.backbone_learning_rate is not None:
@@ -618,7 +653,11 @@ def _metrics_table(results: dict[str, dict[str, Any]]) -> str:
         cells = []
         for split in splits:
             value = results[split].get(f"{split}_{name}", results[split].get(name))
-            cells.append("n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.4f}")
+            cells.append(
+                "n/a"
+                if value is None or (isinstance(value, float) and not math.isfinite(value))
+                else f"{value:.4f}"
+            )
         lines.append(f"| {_METRIC_LABELS[name]} | " + " | ".join(cells) + " |")
     samples = []
     for split in splits:
@@ -628,7 +667,9 @@ def _metrics_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def model_card_text(config: Any, args: Any = None, output_dir: str | os.PathLike | None = None, **info: Any) -> str:
+def model_card_text(
+    config: Any, args: Any = None, output_dir: str | os.PathLike | None = None, **info: Any
+) -> str:
     """README.md of a trained RSFIQA model: metrics table, data, training procedure, intended use, limits."""
     out = Path(output_dir) if output_dir is not None else None
     results: dict[str, dict[str, Any]] = {}
@@ -637,7 +678,9 @@ def model_card_text(config: Any, args: Any = None, output_dir: str | os.PathLike
             metrics = _read_json(out / f"{split}_results.json")
             if metrics:
                 results[split] = metrics
-    model_name = info.get("model_name") or (getattr(args, "hub_model_id", None) or (out.name if out else "rsfiqa"))
+    model_name = info.get("model_name") or (
+        getattr(args, "hub_model_id", None) or (out.name if out else "rsfiqa")
+    )
     dataset = info.get("dataset") or "unspecified"
     base = info.get("model_name_or_path") or "unspecified"
     lw = ", ".join(f"{k}={v:g}" for k, v in (config.loss_weights or {}).items())
@@ -660,17 +703,30 @@ def model_card_text(config: Any, args: Any = None, output_dir: str | os.PathLike
         ("regions", f"{config.partition_method}, at most {config.max_regions}"),
         ("learning rate (new layers)", arg("learning_rate")),
         ("learning rate (backbone)", info.get("backbone_learning_rate") or arg("learning_rate")),
-        ("optimizer / schedule", f"{arg('optim')} / {arg('lr_scheduler_type')}, warmup {arg('warmup_steps')}"),
+        (
+            "optimizer / schedule",
+            f"{arg('optim')} / {arg('lr_scheduler_type')}, warmup {arg('warmup_steps')}",
+        ),
         ("weight decay", arg("weight_decay")),
-        ("batch size per device x processes x accumulation",
-         f"{arg('per_device_train_batch_size')} x {info.get('world_size', 1)} x {arg('gradient_accumulation_steps')}"),
+        (
+            "batch size per device x processes x accumulation",
+            f"{arg('per_device_train_batch_size')} x {info.get('world_size', 1)} x {arg('gradient_accumulation_steps')}",
+        ),
         ("epochs / steps", f"{arg('num_train_epochs')} / {info.get('global_step', arg('max_steps'))}"),
         ("loss (on z-scored labels)", lw),
-        ("label normalisation", f"mean {config.label_mean:.4g}, std {config.label_std:.4g} ({info.get('label_normalization', 'config')})"),
+        (
+            "label normalisation",
+            f"mean {config.label_mean:.4g}, std {config.label_std:.4g} ({info.get('label_normalization', 'config')})",
+        ),
         ("frozen", info.get("frozen") or "nothing"),
         ("LoRA", info.get("lora") or "off"),
         ("augmentation", info.get("augmentation") or "none"),
-        ("checkpoint selection", f"best {arg('metric_for_best_model')} on the validation split" if arg("load_best_model_at_end") else "last step"),
+        (
+            "checkpoint selection",
+            f"best {arg('metric_for_best_model')} on the validation split"
+            if arg("load_best_model_at_end")
+            else "last step",
+        ),
         ("seed", arg("seed")),
     ]
     rows = "\n".join(f"| {k} | {v} |" for k, v in hyper if v is not None)
@@ -678,7 +734,9 @@ def model_card_text(config: Any, args: Any = None, output_dir: str | os.PathLike
     sizes = info.get("num_rows") or {}
     size_text = ", ".join(f"{k}: {v} images" for k, v in sizes.items()) or "unknown"
     direction = "higher is better" if config.higher_is_better else "lower is better"
-    text = "\n".join(yaml) + f"""# {model_name}
+    text = (
+        "\n".join(yaml)
+        + f"""# {model_name}
 
 An **RSFIQA** no-reference image quality model (region-aware semantic attention, after Song et al.,
 arXiv 2508.07818): the image is split into non-overlapping regions, each region gets an importance weight
@@ -692,7 +750,7 @@ The score is on the scale of the training labels: **{low:g} to {high:g}, {direct
 
 ```python
 from transformers import pipeline
-iqa = pipeline("image-quality", model="{getattr(args, 'hub_model_id', None) or 'path/to/this/folder'}", trust_remote_code=True)
+iqa = pipeline("image-quality", model="{getattr(args, "hub_model_id", None) or "path/to/this/folder"}", trust_remote_code=True)
 iqa("photo.jpg")  # {{"score": ..., "regions": [...], "attention_map": ...}}
 ```
 With the `rsfiqa` package installed, `import modeling_rsfiqa` registers the pipeline and the Auto classes
@@ -744,6 +802,7 @@ Code: Apache-2.0. Check the licence of the training data{" and of the pretrained
 before redistributing the model. Method: Song et al., "Segmenting and Understanding: Region-aware Semantic
 Attention for Fine-grained Image Quality Assessment with Large Language Models", arXiv 2508.07818.
 """
+    )
     return text
 
 

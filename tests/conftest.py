@@ -20,7 +20,7 @@ FIXTURE_DIR = ROOT / "tests" / "fixtures" / "tiny-random-rsfiqa"
 
 
 def tiny_config(**overrides):
-    from modeling_rsfiqa.presets_rsfiqa import preset_config
+    from modeling_rsfiqa.factory import preset_config
 
     return preset_config("rsfiqa-tiny", **overrides)
 
@@ -30,20 +30,34 @@ def tiny_sam_config():
     from transformers import SamConfig
 
     return SamConfig(
-        vision_config=dict(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
-                           mlp_dim=64, image_size=64, patch_size=8, global_attn_indexes=[1], num_pos_feats=16,
-                           window_size=4),
+        vision_config=dict(
+            hidden_size=32,
+            output_channels=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            mlp_dim=64,
+            image_size=64,
+            patch_size=8,
+            global_attn_indexes=[1],
+            num_pos_feats=16,
+            window_size=4,
+        ),
         prompt_encoder_config=dict(hidden_size=32, image_size=64, patch_size=8, mask_input_channels=4),
-        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2,
-                                 iou_head_hidden_dim=32),
+        mask_decoder_config=dict(
+            hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
     )
 
 
 def tiny_sam_image_processor():
     from transformers import SamImageProcessor
 
-    return SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
-                             mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
+    return SamImageProcessor(
+        size={"longest_edge": 64},
+        pad_size={"height": 64, "width": 64},
+        mask_size={"longest_edge": 16},
+        mask_pad_size={"height": 16, "width": 16},
+    )
 
 
 def random_image(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:

@@ -44,7 +44,9 @@ class QualityModelTesterMixin:
             for i in range(3):
                 single = model(**{k: v[i : i + 1] for k, v in inputs.items()})
                 torch.testing.assert_close(batched.score[i : i + 1], single.score, atol=1e-4, rtol=1e-4)
-                torch.testing.assert_close(batched.region_scores[i : i + 1], single.region_scores, atol=1e-4, rtol=1e-4)
+                torch.testing.assert_close(
+                    batched.region_scores[i : i + 1], single.region_scores, atol=1e-4, rtol=1e-4
+                )
 
     def test_gradients_reach_every_trainable_parameter(self):
         config = self.make_config()
@@ -57,7 +59,11 @@ class QualityModelTesterMixin:
         out = model(**inputs, labels=labels)
         assert out.loss is not None and torch.isfinite(out.loss)
         out.loss.backward()
-        missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+        missing = [
+            n
+            for n, p in model.named_parameters()
+            if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+        ]
         assert not missing, f"no gradient reaches: {missing[:10]}"
 
     def test_identical_input_same_score(self):

@@ -86,7 +86,12 @@ def test_parse_canonical_answer_roundtrip():
             True,
         ),
         # truncated mid-answer
-        ("description: a tree\nblur: poor\nnoise: go", ["poor", None, None, None, None, None], "a tree", False),
+        (
+            "description: a tree\nblur: poor\nnoise: go",
+            ["poor", None, None, None, None, None],
+            "a tree",
+            False,
+        ),
         # off-vocabulary and ambiguous levels
         (
             "description: face\nblur: blurry\nnoise: good or bad\ncompression artifacts: good\ncolor: good\n"
@@ -135,7 +140,9 @@ def test_level_probs_match_hand_computation():
     assert probs.dtype == np.float32 and probs.shape == (5,)
     assert np.allclose(probs, hand, atol=1e-7)
     assert probs.sum() == pytest.approx(1.0, abs=1e-6)
-    assert float(expected_level(probs)) == pytest.approx(sum((i + 1) * p for i, p in enumerate(hand)), abs=1e-6)
+    assert float(expected_level(probs)) == pytest.approx(
+        sum((i + 1) * p for i, p in enumerate(hand)), abs=1e-6
+    )
     # batched: (R, n_dims, vocab) -> (R, n_dims, 5), each row sums to one
     batch = torch.randn(3, 6, vocab) * 5
     pb = level_probs_from_logits(batch, ids)
@@ -194,13 +201,16 @@ def test_fast_path_equals_naive_token_for_token(vlm, mode):
     model, processor = vlm
     # 16 new tokens: with the question in the shared prefix, the tiny random model needs a few more steps
     # before its regions' greedy texts diverge (needed below to make rows stop at different steps)
-    annotator = RegionAnnotator(model, processor, AnnotatorConfig(max_new_tokens=16, region_mode=mode, max_batch_regions=2))
+    annotator = RegionAnnotator(
+        model, processor, AnnotatorConfig(max_new_tokens=16, region_mode=mode, max_batch_regions=2)
+    )
     image = _image()
     label_map = _irregular_label_map(84, 112) if mode == "crop" else grid_label_map(84, 112, 2, 2)
     naive = annotator.annotate(image, label_map, method="naive")
     # make rows finish at different steps: declare a token generated mid-answer an end-of-sequence token
     prefix, suffixes = annotator.build_inputs(image, label_map)
     gen = annotator._generate_naive(prefix, suffixes)
+
     def first_stop(t):  # tokens each row would generate if t ended generation (the stop token included)
         return [g.index(t) + 1 if t in g else len(g) for g in gen]
 
@@ -240,7 +250,9 @@ def test_scoring_pass_matches_direct_forward(vlm):
         mm_parts = [prefix.tokens["mm_token_type_ids"], suffixes[k].tokens["mm_token_type_ids"]]
         mm = torch.cat(mm_parts + [torch.zeros(len(ans_ids), dtype=mm_parts[0].dtype)])[None]
         with torch.no_grad():
-            logits = model(input_ids=ids, mm_token_type_ids=mm, attention_mask=torch.ones_like(ids), **prefix.vision).logits[0]
+            logits = model(
+                input_ids=ids, mm_token_type_ids=mm, attention_mask=torch.ones_like(ids), **prefix.vision
+            ).logits[0]
         base = len(prefix) + len(suffixes[k])
         # index of each level word = number of tokens of the answer text up to "<dim>:"
         cut = [answer.index(f"\n{d}:") + len(d) + 2 for d in DIMS]
@@ -259,7 +271,9 @@ def test_malformed_answers_recorded_not_dropped(vlm):
     assert not any(ann.parse_ok)
     assert all(errs for errs in ann.parse_errors)
     assert all(isinstance(t, str) and t for t in ann.raw_texts)
-    assert all(len(f) == sum(w is None for w in lv) for f, lv in zip(ann.meta["filled_levels"], ann.parsed_levels))
+    assert all(
+        len(f) == sum(w is None for w in lv) for f, lv in zip(ann.meta["filled_levels"], ann.parsed_levels)
+    )
     _check_contract(ann, 4, model.config.text_config.hidden_size)
     back = ImageAnnotations.from_dict(ann.to_dict())
     assert back.equals(ann) and np.array_equal(back.label_map, ann.label_map)
@@ -267,7 +281,9 @@ def test_malformed_answers_recorded_not_dropped(vlm):
 
 def test_grounded_embedding_option(vlm):
     model, processor = vlm
-    a = RegionAnnotator(model, processor, AnnotatorConfig(max_new_tokens=4, region_mode="box", embedding="grounded"))
+    a = RegionAnnotator(
+        model, processor, AnnotatorConfig(max_new_tokens=4, region_mode="box", embedding="grounded")
+    )
     b = RegionAnnotator(model, processor, AnnotatorConfig(max_new_tokens=4, region_mode="box"))
     img, lm = _image(), grid_label_map(84, 112, 1, 2)
     ga, gb = a.annotate(img, lm), b.annotate(img, lm)

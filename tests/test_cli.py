@@ -24,8 +24,18 @@ def test_score_reports_bad_files_and_keeps_the_rest(tmp_path, capsys):
         Image.fromarray(random_image(40, 56, seed=i)).save(folder / f"ok{i}.png")
     (folder / "broken.jpg").write_bytes(b"garbage")
     out_json = tmp_path / "scores.json"
-    code = main(["score", str(folder), "--model", str(FIXTURE_DIR), "--json", str(out_json),
-                 "--report", str(tmp_path / "report")])
+    code = main(
+        [
+            "score",
+            str(folder),
+            "--model",
+            str(FIXTURE_DIR),
+            "--json",
+            str(out_json),
+            "--report",
+            str(tmp_path / "report"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1  # one unreadable image -> non-zero exit, but the others are scored
     assert "broken.jpg" in captured.err
@@ -42,8 +52,21 @@ def test_score_missing_input_is_an_error(tmp_path, capsys):
 
 def test_demo_writes_report_sheet_and_scores(tmp_path, capsys):
     out = tmp_path / "report"
-    code = main(["demo", "--out", str(out), "--model", str(FIXTURE_DIR), "--photos", "chelsea",
-                 "--distortions", "gaussian_blur,jpeg", "--levels", "1,5"])
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--model",
+            str(FIXTURE_DIR),
+            "--photos",
+            "chelsea",
+            "--distortions",
+            "gaussian_blur,jpeg",
+            "--levels",
+            "1,5",
+        ]
+    )
     assert code == 0
     html = (out / "index.html").read_text()
     assert html.count("data:image/png;base64") == 2 and "chelsea" in html

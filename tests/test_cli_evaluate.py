@@ -35,8 +35,20 @@ def make_folder(folder: Path, n: int = 6) -> tuple[Path, dict[str, float]]:
 def test_evaluate_imagefolder_writes_csv_png_table_and_skips_bad_images(tmp_path, capsys):
     data, mos = make_folder(tmp_path / "data")
     out = tmp_path / "out"
-    code = rsfiqa_main(["evaluate", "--model", str(FIXTURE_DIR), "--data", str(data), "--out", str(out),
-                        "--batch-size", "4", "--no-progress"])
+    code = rsfiqa_main(
+        [
+            "evaluate",
+            "--model",
+            str(FIXTURE_DIR),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     for word in ("SRCC", "PLCC", "KRCC", "RMSE", "images skipped"):
@@ -71,15 +83,37 @@ def test_evaluate_save_to_disk_dataset_defaults_to_test_split(tmp_path, capsys):
 
     def split(seeds):
         return datasets.Dataset.from_dict(
-            {"image": [Image.fromarray(random_image(40, 40, seed=s)) for s in seeds],
-             "mos": [float(s) for s in seeds], "name": [f"s{s}.png" for s in seeds]},
-            features=datasets.Features({"image": datasets.Image(), "mos": datasets.Value("float32"),
-                                        "name": datasets.Value("string")}))
+            {
+                "image": [Image.fromarray(random_image(40, 40, seed=s)) for s in seeds],
+                "mos": [float(s) for s in seeds],
+                "name": [f"s{s}.png" for s in seeds],
+            },
+            features=datasets.Features(
+                {
+                    "image": datasets.Image(),
+                    "mos": datasets.Value("float32"),
+                    "name": datasets.Value("string"),
+                }
+            ),
+        )
 
-    datasets.DatasetDict({"train": split([0, 1]), "test": split([2, 3, 4])}).save_to_disk(str(tmp_path / "dd"))
+    datasets.DatasetDict({"train": split([0, 1]), "test": split([2, 3, 4])}).save_to_disk(
+        str(tmp_path / "dd")
+    )
     out = tmp_path / "out"
-    code = rsfiqa_main(["evaluate", "--model", str(FIXTURE_DIR), "--data", str(tmp_path / "dd"), "--out", str(out),
-                        "--no-plot", "--no-progress"])
+    code = rsfiqa_main(
+        [
+            "evaluate",
+            "--model",
+            str(FIXTURE_DIR),
+            "--data",
+            str(tmp_path / "dd"),
+            "--out",
+            str(out),
+            "--no-plot",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert "[test]" in capsys.readouterr().out
     with open(out / "predictions.csv", newline="") as f:
@@ -92,7 +126,9 @@ def test_evaluate_without_matplotlib_fails_clearly_before_inference(tmp_path, ca
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    code = rsfiqa_main(["evaluate", "--model", str(FIXTURE_DIR), "--data", str(data), "--out", str(tmp_path / "o")])
+    code = rsfiqa_main(
+        ["evaluate", "--model", str(FIXTURE_DIR), "--data", str(data), "--out", str(tmp_path / "o")]
+    )
     assert code == 2
     assert "rsfiqa[plot]" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -114,10 +150,28 @@ def test_truncated_image_is_skipped_and_odd_formats_are_scored(tmp_path):
     Image.fromarray(random_image(48, 48, seed=2)).save(good)
     (folder / "trunc.jpg").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 3])
     with open(folder / "metadata.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["file_name", "mos"], ["trunc.jpg", 1], ["g16.png", 2], ["rgba.png", 3], ["good.jpg", 4]])
+        csv.writer(f).writerows(
+            [["file_name", "mos"], ["trunc.jpg", 1], ["g16.png", 2], ["rgba.png", 3], ["good.jpg", 4]]
+        )
     out = tmp_path / "o"
-    assert rsfiqa_main(["evaluate", "--model", str(FIXTURE_DIR), "--data", str(folder), "--out", str(out),
-                        "--batch-size", "2", "--no-plot", "--no-progress"]) == 0
+    assert (
+        rsfiqa_main(
+            [
+                "evaluate",
+                "--model",
+                str(FIXTURE_DIR),
+                "--data",
+                str(folder),
+                "--out",
+                str(out),
+                "--batch-size",
+                "2",
+                "--no-plot",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with open(out / "predictions.csv", newline="") as f:
         assert [r["file"] for r in csv.DictReader(f)] == ["g16.png", "rgba.png", "good.jpg"]
     with open(out / "skipped.csv", newline="") as f:

@@ -67,12 +67,17 @@ def test_koniq10k_official_split(tmp_path):
         name = f"{1000 + i}.jpg"
         _img(root / "1024x768" / name, i)
         rows.append([name, 0.1, 0.2, 0.3, 0.2, 0.2, 100, 1.5 + i * 0.5, 0.6, 30.0 + i, s])
-    _write_csv(root / "koniq10k_distributions_sets.csv",
-               ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore", "set"], rows)
+    _write_csv(
+        root / "koniq10k_distributions_sets.csv",
+        ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore", "set"],
+        rows,
+    )
     dd = cv.convert("koniq10k", root, tmp_path / "out")
     assert {k: v.num_rows for k, v in dd.items()} == {"train": 4, "validation": 1, "test": 1}
     assert dd["test"][0]["name"] == "1024x768/1005.jpg" and dd["test"][0]["mos"] == pytest.approx(4.0)
-    assert dd["train"].features["mos"].dtype == "float32" and dd["train"][0]["mos_zscore"] == pytest.approx(30.0)
+    assert dd["train"].features["mos"].dtype == "float32" and dd["train"][0]["mos_zscore"] == pytest.approx(
+        30.0
+    )
     loaded, meta = cv.load_converted(tmp_path / "out")
     assert meta.split == "official" and meta.mos_range == (1.0, 5.0) and meta.higher_is_better
     assert loaded["validation"][0]["image"].size == (8, 6)
@@ -84,13 +89,19 @@ def test_koniq10k_without_set_column_gets_seeded_split(tmp_path):
     for i in range(10):
         _img(root / "1024x768" / f"{i}.jpg", i)
         rows.append([f"{i}.jpg", 100, 2.0 + i / 10, 0.5, 40.0])
-    _write_csv(root / "koniq10k_scores_and_distributions.csv", ["image_name", "c_total", "MOS", "SD", "MOS_zscore"], rows)
+    _write_csv(
+        root / "koniq10k_scores_and_distributions.csv",
+        ["image_name", "c_total", "MOS", "SD", "MOS_zscore"],
+        rows,
+    )
     a, b, c = (cv.convert("koniq10k", root, seed=s) for s in (0, 0, 1))
     assert {k: v.num_rows for k, v in a.items()} == {"train": 8, "test": 2}
     assert list(a["test"]["name"]) == list(b["test"]["name"])
     assert cv.DatasetMeta.from_json(a["train"].info.description).split_seed == 0
     assert list(a["test"]["name"]) != list(c["test"]["name"])  # another seed, another split
-    assert sorted([*a["test"]["name"], *a["train"]["name"]]) == sorted([*c["test"]["name"], *c["train"]["name"]])
+    assert sorted([*a["test"]["name"], *a["train"]["name"]]) == sorted(
+        [*c["test"]["name"], *c["train"]["name"]]
+    )
 
 
 def test_spaq_csv_export_and_missing_openpyxl(tmp_path):
@@ -123,9 +134,13 @@ def test_spaq_xlsx(tmp_path):
     for i in range(1, 4):
         _img(root / "TestImage" / f"{i:05d}.jpg", i)
     (root / "Annotations").mkdir(parents=True)
-    pd.DataFrame({"Image name": [f"{i:05d}.jpg" for i in range(1, 4)], "MOS": [10.0, 50.0, 90.0],
-                  **{a: [1.0, 2.0, 3.0] for a in cv.SPAQ_ATTRIBUTES}}).to_excel(
-        root / "Annotations" / "MOS and Image attribute scores.xlsx", index=False)
+    pd.DataFrame(
+        {
+            "Image name": [f"{i:05d}.jpg" for i in range(1, 4)],
+            "MOS": [10.0, 50.0, 90.0],
+            **{a: [1.0, 2.0, 3.0] for a in cv.SPAQ_ATTRIBUTES},
+        }
+    ).to_excel(root / "Annotations" / "MOS and Image attribute scores.xlsx", index=False)
     assert len(_all_rows(cv.convert("spaq", root))) == 3
 
 
@@ -158,13 +173,31 @@ def test_agiqa3k_and_script_entry_point(tmp_path):
     for i in range(6):
         name = f"sd1.5_normal_{i:03d}.jpg" if i % 2 else f"midjourney_normal_{i:03d}.png"
         _img(root / name, i)
-        rows.append([name, f"a photo of thing {i}", "adj", "", "normal", 1.0 + 0.5 * i, 0.3, 2.0 + 0.1 * i, 0.4])
-    _write_csv(root / "data.csv", ["name", "prompt", "adj1", "adj2", "style", "mos_quality", "std_quality",
-                                   "mos_align", "std_align"], rows)
+        rows.append(
+            [name, f"a photo of thing {i}", "adj", "", "normal", 1.0 + 0.5 * i, 0.3, 2.0 + 0.1 * i, 0.4]
+        )
+    _write_csv(
+        root / "data.csv",
+        ["name", "prompt", "adj1", "adj2", "style", "mos_quality", "std_quality", "mos_align", "std_align"],
+        rows,
+    )
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(REPO / "datasets_scripts" / "convert.py"), "agiqa3k",
-                           "--root", str(root), "--out", str(out), "--seed", "3"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "datasets_scripts" / "convert.py"),
+            "agiqa3k",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     dd, meta = cv.load_converted(out)
     rows_out = _all_rows(dd)
@@ -215,8 +248,11 @@ def test_tid2013_case_insensitive_names(tmp_path):
     _assert_reference_disjoint(dd)
     out = _all_rows(dd)
     assert len(out) == 15 and {r["reference"] for r in out} == {f"I{i:02d}.BMP" for i in range(1, 6)}
-    assert {r["distortion_type"] for r in out} == {"additive_gaussian_noise", "gaussian_blur",
-                                                   "sparse_sampling_and_reconstruction"}
+    assert {r["distortion_type"] for r in out} == {
+        "additive_gaussian_noise",
+        "gaussian_blur",
+        "sparse_sampling_and_reconstruction",
+    }
     by_name = {r["name"].lower(): r for r in out}
     assert by_name["distorted_images/i02_08_3.bmp"]["mos"] == pytest.approx(3.5)
     assert by_name["distorted_images/i02_08_3.bmp"]["mos_std"] == pytest.approx(0.3)
@@ -264,7 +300,9 @@ def test_csiq_xlsx(tmp_path):
 
     root = tmp_path / "CSIQ"
     rows = _csiq_tree(root)
-    table = pd.DataFrame([r[3:] for r in rows], columns=["image", "dst_idx", "dst_type", "dst_lev", "dmos_std", "dmos"])
+    table = pd.DataFrame(
+        [r[3:] for r in rows], columns=["image", "dst_idx", "dst_type", "dst_lev", "dmos_std", "dmos"]
+    )
     table.to_excel(root / "csiq.DMOS.xlsx", sheet_name="all_by_image", startrow=3, startcol=3, index=False)
     assert len(_all_rows(cv.convert("csiq", root))) == 30
 
@@ -280,8 +318,14 @@ def _live_tree(root: Path, per_folder: int = 2) -> int:
             orgs.append(1 if is_ref else 0)
             dmos.append(0.0 if is_ref else 20.0 + f_idx * 10 + k)
     sio.savemat(root / "dmos.mat", {"dmos": np.array([dmos]), "orgs": np.array([orgs])})
-    sio.savemat(root / "dmos_realigned.mat", {"dmos_new": np.array([dmos]) + 1, "dmos_std": np.full((1, len(dmos)), 9.0),
-                                             "orgs": np.array([orgs])})
+    sio.savemat(
+        root / "dmos_realigned.mat",
+        {
+            "dmos_new": np.array([dmos]) + 1,
+            "dmos_std": np.full((1, len(dmos)), 9.0),
+            "orgs": np.array([orgs]),
+        },
+    )
     sio.savemat(root / "refnames_all.mat", {"refnames_all": _cell(names, column=False)})
     return len(dmos)
 
@@ -315,7 +359,9 @@ def test_resplit_seeds_are_reference_disjoint_and_deterministic(tmp_path):
         assert cv.DatasetMeta.from_json(re_dd["test"].info.description).split_seed == seed
         tests.append(tuple(sorted(set(re_dd["test"]["reference"]))))
     assert len(set(tests)) > 1
-    assert tuple(sorted(set(list(cv.resplit(dd, 0)["test"]["reference"])))) == tuple(sorted(set(dd["test"]["reference"])))
+    assert tuple(sorted(set(list(cv.resplit(dd, 0)["test"]["reference"])))) == tuple(
+        sorted(set(dd["test"]["reference"]))
+    )
     assert cv.assign_splits(list("aabbccddee"), 0) == cv.assign_splits(list("aabbccddee"), 0)
     with pytest.raises(ValueError, match="test_fraction"):
         cv.assign_splits(["a", "b"], 0, test_fraction=1.0)
@@ -347,7 +393,9 @@ def test_imagefolder_layout_and_images_are_embedded(tmp_path):
         cv.convert("kadid10k", tmp_path / "nope")
 
 
-@pytest.mark.skipif(not (SHARED / "data" / "clive-train" / "metadata.csv").exists(), reason="../shared data absent")
+@pytest.mark.skipif(
+    not (SHARED / "data" / "clive-train" / "metadata.csv").exists(), reason="../shared data absent"
+)
 def test_real_clive_train_imagefolder(tmp_path):
     ds = cv.load_imagefolder(SHARED / "data" / "clive-train", cache_dir=str(tmp_path / "cache"))
     assert ds.num_rows == 813 and {"image", "mos", "mos_std"} <= set(ds.column_names)
@@ -376,8 +424,13 @@ def test_synthetic_builder_is_seeded_and_resumable(tmp_path):
     _assert_reference_disjoint(dd)
     for r in rows:  # stronger level -> lower PSNR against the clean image, per (reference, type)
         if r["distortion_level"] == 5:
-            mild = next(m for m in rows if m["reference"] == r["reference"]
-                        and m["distortion_type"] == r["distortion_type"] and m["distortion_level"] == 1)
+            mild = next(
+                m
+                for m in rows
+                if m["reference"] == r["reference"]
+                and m["distortion_type"] == r["distortion_type"]
+                and m["distortion_level"] == 1
+            )
             assert r["psnr"] < mild["psnr"] and r["ssim"] < mild["ssim"]
     first = out / "images" / "c0__white_noise__L5.png"
     stamp, pixels = first.stat().st_mtime_ns, np.asarray(Image.open(first))

@@ -13,10 +13,11 @@ from PIL import Image
 from transformers import pipeline
 
 import modeling_rsfiqa
-from modeling_rsfiqa.distortions_rsfiqa import distort
+from modeling_rsfiqa.distortions import distort
 
 pytestmark = pytest.mark.skipif(
-    not (modeling_rsfiqa.DEFAULT_MODEL_DIR / "model.safetensors").is_file(), reason="default model not shipped"
+    not (modeling_rsfiqa.DEFAULT_MODEL_DIR / "model.safetensors").is_file(),
+    reason="default model not shipped",
 )
 REFERENCE = modeling_rsfiqa.DEFAULT_MODEL_DIR / "reference_scores.json"
 
@@ -70,20 +71,24 @@ def test_validation_metrics_match_the_card(iqa, shared_dir):
     mos = [float(rows[i]["mos"]) for i in val]
     srcc, plcc = spearmanr(preds, mos)[0], pearsonr(preds, mos)[0]
     recorded = summary["pipeline_validation"]
-    assert srcc == pytest.approx(recorded["srcc"], abs=0.005) and plcc == pytest.approx(recorded["plcc"], abs=0.005)
+    assert srcc == pytest.approx(recorded["srcc"], abs=0.005) and plcc == pytest.approx(
+        recorded["plcc"], abs=0.005
+    )
     assert srcc >= 0.80 and plcc >= 0.80  # the issue's targets
 
 
 def test_preset_is_the_shipped_architecture():
     """`create_model("rsfiqa-mobile")` builds what ships, so the training command reproduces the shipped model."""
     from modeling_rsfiqa import RSFIQAConfig
-    from modeling_rsfiqa.presets_rsfiqa import preset_config
+    from modeling_rsfiqa.factory import preset_config
 
     preset = preset_config("rsfiqa-mobile").to_dict()
     shipped = RSFIQAConfig.from_pretrained(modeling_rsfiqa.DEFAULT_MODEL_DIR).to_dict()
     learned = {"label_mean", "label_std", "backbone_pretrained", "loss_weights"}  # set by the training script
     bookkeeping = {"architectures", "auto_map", "transformers_version", "dtype", "use_cache", "_name_or_path"}
-    differ = {k for k in set(preset) | set(shipped) if preset.get(k) != shipped.get(k)} - learned - bookkeeping
+    differ = (
+        {k for k in set(preset) | set(shipped) if preset.get(k) != shipped.get(k)} - learned - bookkeeping
+    )
     assert not differ, {k: (preset.get(k), shipped.get(k)) for k in differ}
     processor = json.loads((modeling_rsfiqa.DEFAULT_MODEL_DIR / "processor_config.json").read_text())
     assert processor["superpixel_work_size"] == shipped["superpixel_work_size"]

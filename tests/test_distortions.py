@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage import data, metrics
 
-from modeling_rsfiqa.distortions_rsfiqa import (
+from modeling_rsfiqa.distortions import (
     DISTORTION_SPECS,
     DISTORTIONS,
     KADID_DISTORTION_NAMES,
@@ -41,7 +41,8 @@ def test_levels_are_monotone_in_psnr(clean, name):
 @pytest.mark.parametrize("name", ["gaussian_blur", "jpeg", "white_noise", "contrast_change"])
 def test_levels_are_monotone_in_ssim(clean, name):
     ssim = [
-        metrics.structural_similarity(clean, distort(clean, name, lvl), channel_axis=-1) for lvl in range(1, 6)
+        metrics.structural_similarity(clean, distort(clean, name, lvl), channel_axis=-1)
+        for lvl in range(1, 6)
     ]
     assert all(a > b for a, b in zip(ssim, ssim[1:]))
 
@@ -84,7 +85,7 @@ def test_bad_arguments_raise_clear_errors(clean):
 
 
 def test_jpeg2000_fallback_without_openjpeg(clean, monkeypatch):
-    from modeling_rsfiqa import distortions_rsfiqa as d
+    from modeling_rsfiqa import distortions as d
 
     monkeypatch.setattr(d, "JPEG2000_NATIVE", False)
     monkeypatch.setattr(d._jpeg2000_fallback, "warned", False, raising=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_rsfiqa.image_utils_rsfiqa import ImageLoadError, image_content_hash, load_image_rgb
+from modeling_rsfiqa.image_io import ImageLoadError, image_content_hash, load_image_rgb
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modeling_rsfiqa.losses_rsfiqa import LOSS_NAMES, plcc_loss, quality_loss, rank_loss
+from modeling_rsfiqa.losses import LOSS_NAMES, plcc_loss, quality_loss, rank_loss
 
 TARGET = torch.tensor([1.0, 2.0, 3.5, 4.0, 5.0])
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modeling_rsfiqa.metrics_rsfiqa import (
+from modeling_rsfiqa.quality_metrics import (
     METRIC_HIGHER_IS_BETTER,
     METRIC_NAMES,
     MetricWarning,
@@ -126,7 +126,7 @@ def test_evaluate_module_loads_offline_and_agrees(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
     evaluate = pytest.importorskip("evaluate")
-    from modeling_rsfiqa.metrics_rsfiqa import load_evaluate_metric
+    from modeling_rsfiqa.quality_metrics import load_evaluate_metric
 
     x, mos = _nonlinear_data(n=40, seed=2)
     expected = compute_iqa_metrics(x.astype(np.float32), mos.astype(np.float32))

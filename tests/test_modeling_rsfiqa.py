@@ -67,8 +67,13 @@ class TestRSFIQAViTBackbone(QualityModelTesterMixin):
     model_class = RSFIQAForQualityScoring
 
     def make_config(self):
-        return tiny_config(backbone_name="test_vit", backbone_out_indices=[1, 2], use_region_descriptions=False,
-                           image_size=[160, 160], backbone_kwargs={"img_size": 160})
+        return tiny_config(
+            backbone_name="test_vit",
+            backbone_out_indices=[1, 2],
+            use_region_descriptions=False,
+            image_size=[160, 160],
+            backbone_kwargs={"img_size": 160},
+        )
 
     def make_inputs(self, config, batch_size=3):
         torch.manual_seed(1)
@@ -171,7 +176,7 @@ def test_sam_segmenter_is_built_frozen_and_saved():
 
 def test_pretrained_backbone_loads_after_construction(shared_dir):
     weights = shared_dir / "weights" / "mobilenetv2_100.tf2ptq_in1k.safetensors"
-    from modeling_rsfiqa.presets_rsfiqa import create_model
+    from modeling_rsfiqa.factory import create_model
 
     model, _ = create_model("rsfiqa-mobile", pretrained_backbone=str(weights))
     from safetensors.torch import load_file
@@ -196,7 +201,9 @@ def test_frozen_prefix_cache_equals_full_forward(backbone):
     assert prefix_params and all(not p.requires_grad for p in model.parameters() if id(p) in prefix_params)
     model.train()
     assert all(not m.training for m in model._prefix_modules())
-    out = model(prefix_features=model.encode_prefix(x), region_labels=labels, labels=torch.tensor([30.0, 70.0]))
+    out = model(
+        prefix_features=model.encode_prefix(x), region_labels=labels, labels=torch.tensor([30.0, 70.0])
+    )
     out.loss.backward()
     later = [p for p in model.backbone.parameters() if p.requires_grad]
     assert later and all(p.grad is not None for p in later)
@@ -215,7 +222,8 @@ def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 @pytest.mark.parametrize(
-    "backbone,kwargs", [("test_efficientnet", {}), ("test_efficientnet", {"pad_type": "same"}), ("resnet18", {})]
+    "backbone,kwargs",
+    [("test_efficientnet", {}), ("test_efficientnet", {"pad_type": "same"}), ("resnet18", {})],
 )
 def test_fused_inference_backbone_matches_the_backbone(backbone, kwargs):
     torch.manual_seed(0)
@@ -297,7 +305,9 @@ def test_fuse_conv_batchnorm_refuses_a_conv_output_with_another_consumer():
     x = torch.randn(1, 3, 16, 16)
     same, n = fuse_conv_batchnorm(module, x)
     assert same is module and n == 0
-    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval()
+    plain = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU()
+    ).eval()
     _randomise_batchnorm(plain)
     fused, n = fuse_conv_batchnorm(plain, x)
     assert n == 1 and isinstance(fused[1], torch.nn.Identity)

@@ -8,7 +8,7 @@ import torch
 from conftest import random_image, tiny_sam_config, tiny_sam_image_processor
 from PIL import Image
 
-from modeling_rsfiqa.partition_rsfiqa import (
+from modeling_rsfiqa.partition import (
     SamRegionPartitioner,
     check_label_map,
     masks_to_label_map,
@@ -106,7 +106,6 @@ def test_resize_label_map_and_summaries():
     assert summaries[0]["area"] == pytest.approx(0.5)
 
 
-
 @pytest.mark.parametrize("shape", [(1, 1), (1, 37), (37, 1), (7, 13), (120, 90)])
 def test_region_summaries_match_a_per_region_scan(shape):
     rng = np.random.default_rng(sum(shape))
@@ -152,9 +151,16 @@ def tiny_sam():
 @pytest.mark.parametrize("shape", [(1, 37), (7, 13), (13, 7), (48, 64)])
 def test_sam_partition_contract_encodes_once(tiny_sam, shape):
     sam = CountingSam(tiny_sam)
-    part = SamRegionPartitioner(sam, tiny_sam_image_processor(), points_per_side=4, points_per_batch=6,
-                                pred_iou_thresh=-1.0, stability_score_thresh=-1.0, max_regions=6,
-                                min_region_area=0.02)
+    part = SamRegionPartitioner(
+        sam,
+        tiny_sam_image_processor(),
+        points_per_side=4,
+        points_per_batch=6,
+        pred_iou_thresh=-1.0,
+        stability_score_thresh=-1.0,
+        max_regions=6,
+        min_region_area=0.02,
+    )
     image = Image.fromarray(random_image(*shape))
     labels = part(image)
     assert_contract(labels, shape, 6)
@@ -164,8 +170,15 @@ def test_sam_partition_contract_encodes_once(tiny_sam, shape):
 
 
 def test_sam_partition_large_image(tiny_sam):
-    part = SamRegionPartitioner(tiny_sam, tiny_sam_image_processor(), points_per_side=3, pred_iou_thresh=-1.0,
-                                stability_score_thresh=-1.0, max_regions=6, work_size=128)
+    part = SamRegionPartitioner(
+        tiny_sam,
+        tiny_sam_image_processor(),
+        points_per_side=3,
+        pred_iou_thresh=-1.0,
+        stability_score_thresh=-1.0,
+        max_regions=6,
+        work_size=128,
+    )
     image = Image.fromarray(random_image(60, 80)).resize((4000, 3000))
     labels = part(image, output_size=(300, 400))
     assert_contract(labels, (300, 400), 6)

@@ -125,7 +125,10 @@ def test_remote_code_without_the_package(iqa, tmp_path):
     script.write_text(REMOTE_SCRIPT)
     proc = subprocess.run(
         [sys.executable, str(script), str(folder), str(image_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -140,19 +143,19 @@ def test_remote_code_without_the_package(iqa, tmp_path):
 def test_cpu_allocator_tuning_respects_the_environment(monkeypatch):
     import platform
 
-    from modeling_rsfiqa import runtime_rsfiqa
+    from modeling_rsfiqa import runtime
 
     for var in ("RSFIQA_MALLOC_TUNING", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(runtime_rsfiqa, "_state", {})
+    monkeypatch.setattr(runtime, "_state", {})
     monkeypatch.setenv("RSFIQA_MALLOC_TUNING", "0")
-    assert runtime_rsfiqa.tune_cpu_allocator() is False
-    monkeypatch.setattr(runtime_rsfiqa, "_state", {})
+    assert runtime.tune_cpu_allocator() is False
+    monkeypatch.setattr(runtime, "_state", {})
     monkeypatch.delenv("RSFIQA_MALLOC_TUNING")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")  # the user's own choice wins
-    assert runtime_rsfiqa.tune_cpu_allocator() is False
-    monkeypatch.setattr(runtime_rsfiqa, "_state", {})
+    assert runtime.tune_cpu_allocator() is False
+    monkeypatch.setattr(runtime, "_state", {})
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-    assert runtime_rsfiqa.tune_cpu_allocator() is expected
-    assert runtime_rsfiqa.tune_cpu_allocator() is expected  # idempotent
+    assert runtime.tune_cpu_allocator() is expected
+    assert runtime.tune_cpu_allocator() is expected  # idempotent

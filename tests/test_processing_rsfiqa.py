@@ -8,7 +8,7 @@ import torch
 from conftest import random_image, tiny_config, tiny_sam_config
 
 from modeling_rsfiqa import RSFIQAConfig, RSFIQAImageProcessor, RSFIQAImageProcessorPil, RSFIQAProcessor
-from modeling_rsfiqa.presets_rsfiqa import create_model, list_presets, preset_config
+from modeling_rsfiqa.factory import create_model, list_presets, preset_config
 
 
 def test_config_round_trip(tmp_path):
@@ -65,7 +65,10 @@ def test_processor_outputs_and_precomputed_labels():
     images = [random_image(50, 70, seed=i) for i in range(2)]
     batch = processor(images, return_region_maps=True)
     assert batch["pixel_values"].shape == (2, 3, *config.image_size)
-    assert batch["region_labels"].shape == (2, *config.label_size) and batch["region_labels"].dtype == torch.int64
+    assert (
+        batch["region_labels"].shape == (2, *config.label_size)
+        and batch["region_labels"].dtype == torch.int64
+    )
     assert [m.shape for m in batch["region_maps"]] == [(50, 70), (50, 70)]
     given = [np.zeros((50, 70), np.int32), np.ones((10, 10), np.int32)]
     given[0][:, 35:] = 1
@@ -81,17 +84,25 @@ def test_processor_pads_annotations():
     config = tiny_config()
     processor = RSFIQAProcessor.from_model_config(config)
     d = config.description_embed_dim
-    ann = {"text_embeds": np.ones((3, d), np.float32), "distortion_levels": np.array([[1, 2, 3, 4, 5, 3]] * 3, np.float32)}
+    ann = {
+        "text_embeds": np.ones((3, d), np.float32),
+        "distortion_levels": np.array([[1, 2, 3, 4, 5, 3]] * 3, np.float32),
+    }
     batch = processor([random_image(), random_image(seed=2)], annotations=[ann, None])
     assert batch["region_text_embeds"].shape == (2, config.max_regions, d)
     assert batch["region_annotation_mask"].tolist()[0][:4] == [True, True, True, False]
     assert not batch["region_annotation_mask"][1].any()
-    torch.testing.assert_close(batch["region_distortion_levels"][0, 0], torch.tensor([0, 0.25, 0.5, 0.75, 1, 0.5]))
+    torch.testing.assert_close(
+        batch["region_distortion_levels"][0, 0], torch.tensor([0, 0.25, 0.5, 0.75, 1, 0.5])
+    )
     wider = {"text_embeds": np.ones((3, d + 1)), "distortion_levels": np.ones((3, 6))}
     with pytest.raises(ValueError, match="annotations\\[1\\]"):
         processor([random_image(), random_image()], annotations=[ann, wider])
     with pytest.raises(ValueError, match="annotations\\[0\\]"):
-        processor([random_image()], annotations=[{"text_embeds": np.ones((3, d)), "distortion_levels": np.ones((3, 2))}])
+        processor(
+            [random_image()],
+            annotations=[{"text_embeds": np.ones((3, d)), "distortion_levels": np.ones((3, 2))}],
+        )
 
 
 def test_both_image_processor_backends_agree():
@@ -107,8 +118,14 @@ def test_processor_sam_path():
     from transformers import SamModel
 
     torch.manual_seed(0)
-    config = tiny_config(partition_method="sam", sam_config=tiny_sam_config(), sam_points_per_side=3,
-                         sam_pred_iou_thresh=-1.0, sam_stability_score_thresh=-1.0, sam_longest_edge=64)
+    config = tiny_config(
+        partition_method="sam",
+        sam_config=tiny_sam_config(),
+        sam_points_per_side=3,
+        sam_pred_iou_thresh=-1.0,
+        sam_stability_score_thresh=-1.0,
+        sam_longest_edge=64,
+    )
     processor = RSFIQAProcessor.from_model_config(config)
     processor.sam_image_processor.pad_size = {"height": 64, "width": 64}
     with pytest.raises(ValueError, match="sam_model"):

@@ -32,14 +32,19 @@ from modeling_rsfiqa.lora_rsfiqa import (
 )
 
 SETTINGS = RegionLoraSettings(r=4, alpha=8, dropout=0.0)
-PRISTINE = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "pristine", "*", "*.png")))
+PRISTINE = sorted(
+    glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "pristine", "*", "*.png"))
+)
 
 
 def _photos():
     if PRISTINE:
         return PRISTINE[:3]
     rng = np.random.RandomState(0)  # a fresh clone without ../shared: smooth synthetic "photos"
-    return [Image.fromarray((np.clip(np.cumsum(rng.randn(80, 96, 3), 1) * 8 + 128, 0, 255)).astype(np.uint8)) for _ in range(3)]
+    return [
+        Image.fromarray((np.clip(np.cumsum(rng.randn(80, 96, 3), 1) * 8 + 128, 0, 255)).astype(np.uint8))
+        for _ in range(3)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +118,9 @@ def test_lora_training_lowers_the_loss_and_roundtrips(data, tmp_path):
         lr_scheduler_type="constant", logging_steps=1, report_to=[], remove_unused_columns=False,
         save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
     )  # fmt: skip
-    trainer = Trainer(model=model, args=args, train_dataset=DS(), data_collator=RegionInstructionCollator(annotator.pad_id))
+    trainer = Trainer(
+        model=model, args=args, train_dataset=DS(), data_collator=RegionInstructionCollator(annotator.pad_id)
+    )
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 8 and np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.05
@@ -121,7 +128,9 @@ def test_lora_training_lowers_the_loss_and_roundtrips(data, tmp_path):
         if n in frozen:
             assert torch.equal(p, frozen[n])
     trained = _logits(model, batch)
-    assert RegionAnnotator(model, annotator.processor).model_fingerprint != base_fp  # cache key follows the adapter
+    assert (
+        RegionAnnotator(model, annotator.processor).model_fingerprint != base_fp
+    )  # cache key follows the adapter
 
     # standalone peft adapter: exact round trip, and peft itself can load it
     save_region_adapter(model, str(tmp_path / "adapter"))

@@ -29,13 +29,15 @@ DISTORTIONS = ["gaussian_blur", "white_noise", "jpeg", "darken"]
 
 def make_iqa_imagefolder(folder: Path, n: int = 16, size: int = 64) -> Path:
     """``n`` distorted ``size`` x ``size`` images + metadata.csv; MOS falls with the distortion level."""
-    from modeling_rsfiqa.distortions_rsfiqa import distort
+    from modeling_rsfiqa.distortions import distort
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
         level = 1 + i % 5
-        image = distort(Image.fromarray(random_image(size, size, seed=i % 4)), DISTORTIONS[i % 4], level, seed=i)
+        image = distort(
+            Image.fromarray(random_image(size, size, seed=i % 4)), DISTORTIONS[i % 4], level, seed=i
+        )
         image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
         name = f"img{i:03d}.png"
         image.save(folder / name)
@@ -69,13 +71,42 @@ def run_in_process(argv: list[str]) -> dict:
 
 def common_args(data: Path, out: Path, cache: Path, max_steps: int, batch: int) -> list[str]:
     return [
-        "--model_name_or_path", str(FIXTURE_DIR), "--label_normalization", "data",
-        "--train_dir", str(data), "--validation_split_percentage", "30", "--cache_dir", str(cache),
-        "--output_dir", str(out), "--max_steps", str(max_steps),
-        "--per_device_train_batch_size", str(batch), "--per_device_eval_batch_size", "2",
-        "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
-        "--logging_steps", "1", "--backbone_learning_rate", "1e-4", "--learning_rate", "1e-3",
-        "--loss_weights", "l1=1,plcc=1,rank=0.3", "--dataloader_pin_memory", "False",
+        "--model_name_or_path",
+        str(FIXTURE_DIR),
+        "--label_normalization",
+        "data",
+        "--train_dir",
+        str(data),
+        "--validation_split_percentage",
+        "30",
+        "--cache_dir",
+        str(cache),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        str(max_steps),
+        "--per_device_train_batch_size",
+        str(batch),
+        "--per_device_eval_batch_size",
+        "2",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--backbone_learning_rate",
+        "1e-4",
+        "--learning_rate",
+        "1e-3",
+        "--loss_weights",
+        "l1=1,plcc=1,rank=0.3",
+        "--dataloader_pin_memory",
+        "False",
     ]
 
 
@@ -109,8 +140,15 @@ def test_param_groups_have_the_two_learning_rates(tmp_path):
     from modeling_rsfiqa.training_rsfiqa import RSFIQATrainer
 
     model = RSFIQAForQualityScoring.from_pretrained(FIXTURE_DIR)
-    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, weight_decay=0.01, use_cpu=True,
-                             report_to="none", lr_scheduler_type="cosine", warmup_steps=0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        learning_rate=1e-3,
+        weight_decay=0.01,
+        use_cpu=True,
+        report_to="none",
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+    )
     trainer = RSFIQATrainer(model=model, args=args, backbone_learning_rate=2e-5)
     optimizer = trainer.create_optimizer()
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
@@ -149,7 +187,10 @@ def test_lora_trains_only_lora_rsa_and_head_and_merges_exactly():
     assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("head."))
     torch.testing.assert_close(model(x).score, before)  # B = 0: a no-op at the start
     groups = build_param_groups(model, 1e-3, 1e-5)
-    assert {g["group_name"].removesuffix("_no_decay") for g in groups} == {"lora", "new"}  # base weights frozen
+    assert {g["group_name"].removesuffix("_no_decay") for g in groups} == {
+        "lora",
+        "new",
+    }  # base weights frozen
     with torch.no_grad():  # pretend training moved the adapters
         for n, p in model.named_parameters():
             if "lora_B" in n:
@@ -189,14 +230,23 @@ def test_seeded_split_is_reproducible():
 def test_recipe_sets_defaults_and_command_line_wins(tmp_path):
     train = load_train_module()
     recipe = tmp_path / "recipe.json"
-    recipe.write_text(json.dumps({
-        "_comment": "notes are ignored",
-        "learning_rate": 5e-4, "backbone_learning_rate": 5e-5, "num_train_epochs": 3,
-        "loss_weights": {"l1": 1, "plcc": 1, "rank": 0.3}, "label_column_name": "score",
-        "freeze_backbone_stages": 2, "metric_for_best_model": "plcc",
-    }))
+    recipe.write_text(
+        json.dumps(
+            {
+                "_comment": "notes are ignored",
+                "learning_rate": 5e-4,
+                "backbone_learning_rate": 5e-5,
+                "num_train_epochs": 3,
+                "loss_weights": {"l1": 1, "plcc": 1, "rank": 0.3},
+                "label_column_name": "score",
+                "freeze_backbone_stages": 2,
+                "metric_for_best_model": "plcc",
+            }
+        )
+    )
     model_args, data_args, training_args, info = train.parse_args(
-        ["--recipe", str(recipe), "--output_dir", str(tmp_path / "o"), "--num_train_epochs", "5", "--use_cpu"])
+        ["--recipe", str(recipe), "--output_dir", str(tmp_path / "o"), "--num_train_epochs", "5", "--use_cpu"]
+    )
     assert training_args.learning_rate == 5e-4 and training_args.num_train_epochs == 5
     assert training_args.metric_for_best_model == "plcc" and training_args.load_best_model_at_end
     assert training_args.remove_unused_columns is False
@@ -252,8 +302,16 @@ def test_plain_python_training_run(iqa_folder, tmp_path):
 
     out = tmp_path / "plain"
     argv = common_args(iqa_folder, out, tmp_path / "cache", max_steps=2, batch=4) + [
-        "--use_cpu", "--use_lora", "--lora_r", "4", "--random_crop_scale", "0.8",
-        "--region_cache_dir", str(tmp_path / "regions"), "--precompute_regions"]
+        "--use_cpu",
+        "--use_lora",
+        "--lora_r",
+        "4",
+        "--random_crop_scale",
+        "0.8",
+        "--region_cache_dir",
+        str(tmp_path / "regions"),
+        "--precompute_regions",
+    ]
     results = run_in_process(argv)
     _assert_finite_metrics(results["eval"])
     eval_results = json.loads((out / "eval_results.json").read_text())
@@ -267,7 +325,7 @@ def test_plain_python_training_run(iqa_folder, tmp_path):
     train_labels = [v for i, v in enumerate(labels) if i not in split["validation_indices"]]
     assert math.isclose(model.config.label_mean, float(np.mean(train_labels)), rel_tol=1e-6)
     scores, mos = predict_validation(out, iqa_folder)  # the saved model gives the reported metrics
-    from modeling_rsfiqa.metrics_rsfiqa import compute_iqa_metrics
+    from modeling_rsfiqa.quality_metrics import compute_iqa_metrics
 
     assert math.isclose(compute_iqa_metrics(scores, mos)["plcc"], eval_results["eval_plcc"], abs_tol=1e-5)
     result = pipeline("image-quality", model=str(out))(str(iqa_folder / "img000.png"))
@@ -281,14 +339,28 @@ def test_plain_python_training_run(iqa_folder, tmp_path):
 def test_accelerate_two_processes_then_resume(iqa_folder, tmp_path):
     from transformers import AutoModel
 
-    from modeling_rsfiqa.metrics_rsfiqa import compute_iqa_metrics
+    from modeling_rsfiqa.quality_metrics import compute_iqa_metrics
 
     out = tmp_path / "acc"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONWARNINGS": "ignore",
+    }
     accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--config_file", str(ACCELERATE_CPU2), "--main_process_port", "0",
-           str(TRAIN_SCRIPT), *common_args(iqa_folder, out, tmp_path / "cache", max_steps=4, batch=2)]
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--config_file",
+        str(ACCELERATE_CPU2),
+        "--main_process_port",
+        "0",
+        str(TRAIN_SCRIPT),
+        *common_args(iqa_folder, out, tmp_path / "cache", max_steps=4, batch=2),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
@@ -304,14 +376,22 @@ def test_accelerate_two_processes_then_resume(iqa_folder, tmp_path):
     for step, ckpt in ((4, checkpoint), (None, out)):
         scores, mos = predict_validation(ckpt, iqa_folder)
         single = compute_iqa_metrics(scores, mos)
-        reported = eval_results if step is None else next(
-            r for r in state["log_history"] if r.get("step") == step and "eval_plcc" in r)
+        reported = (
+            eval_results
+            if step is None
+            else next(r for r in state["log_history"] if r.get("step") == step and "eval_plcc" in r)
+        )
         for name in ("srcc", "plcc", "krcc"):
             assert math.isclose(single[name], reported[f"eval_{name}"], abs_tol=1e-5), (ckpt, name)
 
     # resume the 2-process checkpoint with plain python: the step count continues
     resumed = common_args(iqa_folder, out, tmp_path / "cache", max_steps=6, batch=4) + [
-        "--use_cpu", "--resume_from_checkpoint", "last", "--save_total_limit", "5"]
+        "--use_cpu",
+        "--resume_from_checkpoint",
+        "last",
+        "--save_total_limit",
+        "5",
+    ]
     results = run_in_process(resumed)
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 6

@@ -11,7 +11,9 @@ from conftest import ROOT
 
 def load_recipe():
     """Import the script by path: putting examples/ on sys.path would shadow the `evaluate` package."""
-    spec = importlib.util.spec_from_file_location("train_rsfiqa_mobile", ROOT / "examples" / "train_rsfiqa_mobile.py")
+    spec = importlib.util.spec_from_file_location(
+        "train_rsfiqa_mobile", ROOT / "examples" / "train_rsfiqa_mobile.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -25,8 +27,22 @@ def test_recipe_runs_end_to_end_and_keys_its_caches(shared_dir, tmp_path):
     if not weights.is_file():
         pytest.skip("MobileNetV2 weights are not in ../shared")
     out, cache = tmp_path / "run", tmp_path / "cache"
-    common = ["--output_dir", str(out), "--cache_dir", str(cache), "--limit", "10", "--epochs", "1",
-              "--batch_size", "4", "--synthetic_distortions", "jpeg", "--synthetic_groups", "1"]
+    common = [
+        "--output_dir",
+        str(out),
+        "--cache_dir",
+        str(cache),
+        "--limit",
+        "10",
+        "--epochs",
+        "1",
+        "--batch_size",
+        "4",
+        "--synthetic_distortions",
+        "jpeg",
+        "--synthetic_groups",
+        "1",
+    ]
     recipe.main(common)
 
     final = out / "final"
@@ -39,7 +55,7 @@ def test_recipe_runs_end_to_end_and_keys_its_caches(shared_dir, tmp_path):
     assert summary["train_work_size"] == 256 and config["superpixel_work_size"] == 64
     assert processor["superpixel_work_size"] == 64
     card = (final / "README.md").read_text()
-    assert "through `pipeline(\"image-quality\")`" in card and "{" not in card.split("```")[-1]
+    assert 'through `pipeline("image-quality")`' in card and "{" not in card.split("```")[-1]
     assert json.loads((final / "reference_scores.json").read_text())["skimage"]
     assert {"NOTICE.txt", "LIVE_COPYRIGHT.txt", "model.safetensors"} <= {p.name for p in final.iterdir()}
 

@@ -1,9 +1,9 @@
 """IQA metrics for `evaluate`: SRCC, PLCC (raw and after the VQEG 4-parameter logistic fit), KRCC, RMSE.
 
 Load it offline by path: ``evaluate.load("<...>/modeling_rsfiqa/metrics/iqa_metrics")`` (or
-``modeling_rsfiqa.metrics_rsfiqa.load_evaluate_metric()``). `evaluate` copies this file alone into
+``modeling_rsfiqa.quality_metrics.load_evaluate_metric()``). `evaluate` copies this file alone into
 its module cache, so it is self-contained (scipy only, one import per line) and mirrors
-``modeling_rsfiqa.metrics_rsfiqa.compute_iqa_metrics``; the test suite checks both give the same numbers.
+``modeling_rsfiqa.quality_metrics.compute_iqa_metrics``; the test suite checks both give the same numbers.
 """
 
 import warnings
@@ -59,7 +59,7 @@ def _logistic4(x, b1, b2, b3, b4):
 
 
 def _fit_mapping(x, y):
-    """Logistic mapping fitted on standardised x (linear fallback), as metrics_rsfiqa.fit_logistic4."""
+    """Logistic mapping fitted on standardised x (linear fallback), as quality_metrics.fit_logistic4."""
     mu, sd = float(x.mean()), float(x.std())
     z = (x - mu) / sd
     sign = 1.0 if stats.pearsonr(z, y)[0] >= 0 else -1.0
@@ -80,7 +80,7 @@ def _fit_mapping(x, y):
 
 
 def iqa_metrics(predictions, references, rmse_after_fit=True):
-    """The metric dict (same semantics as modeling_rsfiqa.metrics_rsfiqa.compute_iqa_metrics)."""
+    """The metric dict (same semantics as modeling_rsfiqa.quality_metrics.compute_iqa_metrics)."""
     pred = np.asarray(predictions, dtype=np.float64).reshape(-1)
     ref = np.asarray(references, dtype=np.float64).reshape(-1)
     if pred.shape != ref.shape:
@@ -93,7 +93,9 @@ def iqa_metrics(predictions, references, rmse_after_fit=True):
     if pred.size >= 1 and not rmse_after_fit:
         out["rmse"] = float(np.sqrt(np.mean((pred - ref) ** 2)))
     if pred.size < 2 or np.ptp(pred) == 0 or np.ptp(ref) == 0:
-        warnings.warn("IQA metrics are nan: fewer than 2 finite pairs or constant inputs", UserWarning, stacklevel=2)
+        warnings.warn(
+            "IQA metrics are nan: fewer than 2 finite pairs or constant inputs", UserWarning, stacklevel=2
+        )
         return out
     out["srcc"] = float(stats.spearmanr(pred, ref)[0])
     out["krcc"] = float(stats.kendalltau(pred, ref)[0])

@@ -157,7 +157,11 @@ def merge_small_regions(
             mean_s = feat_sums[smallest] / max(areas[smallest], 1.0)
             target = min(
                 nbrs,
-                key=lambda j: (float(np.sum((feat_sums[j] / max(areas[j], 1.0) - mean_s) ** 2)), -areas[j], j),
+                key=lambda j: (
+                    float(np.sum((feat_sums[j] / max(areas[j], 1.0) - mean_s) ** 2)),
+                    -areas[j],
+                    j,
+                ),
             )
         else:
             target = max(nbrs, key=lambda j: (areas[j], -j))
@@ -207,7 +211,9 @@ def _working_copy(image: Image.Image, work_size: int) -> Image.Image:
     scale = min(1.0, work_size / max(w, h))
     if scale < 1.0:
         # reducing_gap: box-reduce by an integer factor first, then resample (several times faster)
-        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=2.0)
+        image = image.resize(
+            (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=2.0
+        )
     return image
 
 
@@ -355,7 +361,9 @@ class SamRegionPartitioner:
         self.work_size = work_size
 
     @classmethod
-    def from_config(cls, sam_model: Any, sam_image_processor: Any, config: RSFIQAConfig) -> SamRegionPartitioner:
+    def from_config(
+        cls, sam_model: Any, sam_image_processor: Any, config: RSFIQAConfig
+    ) -> SamRegionPartitioner:
         return cls(
             sam_model,
             sam_image_processor,
@@ -406,8 +414,9 @@ class SamRegionPartitioner:
                 iou = out.iou_scores[0].float().reshape(-1)
                 lh, lw = logits.shape[-2:]
                 logits = logits[..., : max(1, round(lh * rh / ph)), : max(1, round(lw * rw / pw))]
-                logits = F.interpolate(logits.reshape(1, -1, *logits.shape[-2:]), (wh, ww), mode="bilinear",
-                                       align_corners=False)[0]
+                logits = F.interpolate(
+                    logits.reshape(1, -1, *logits.shape[-2:]), (wh, ww), mode="bilinear", align_corners=False
+                )[0]
                 hi = (logits > self.stability_score_offset).flatten(1).sum(1).float()
                 lo = (logits > -self.stability_score_offset).flatten(1).sum(1).float()
                 stability = torch.where(lo > 0, hi / lo.clamp(min=1), torch.zeros_like(lo))
@@ -425,7 +434,9 @@ class SamRegionPartitioner:
 
         masks, scores, (wh, ww) = self.generate_masks(image)
         work = np.asarray(image.convert("RGB").resize((ww, wh), Image.BILINEAR), dtype=np.uint8)
-        labels = masks_to_label_map(masks, scores, self.max_regions, self.min_region_area, features=rgb2lab(work))
+        labels = masks_to_label_map(
+            masks, scores, self.max_regions, self.min_region_area, features=rgb2lab(work)
+        )
         return resize_label_map(labels, output_size or (image.height, image.width))
 
 
@@ -449,7 +460,9 @@ def partition_image(
             output_size=output_size,
         )
     if sam_model is None or sam_image_processor is None:
-        raise ValueError("partition_method='sam' needs `sam_model` (e.g. `model.segmenter`) and its image processor")
+        raise ValueError(
+            "partition_method='sam' needs `sam_model` (e.g. `model.segmenter`) and its image processor"
+        )
     return SamRegionPartitioner.from_config(sam_model, sam_image_processor, config)(image, output_size)
 
 
@@ -465,8 +478,12 @@ def region_summaries(label_map: np.ndarray) -> list[dict[str, Any]]:
         return []
     n = int(label_map.max()) + 1
     bins = np.where(label_map >= 0, label_map, n).astype(np.int64)  # ignored pixels -> an extra bin
-    rows = np.bincount((bins * h + np.arange(h)[:, None]).ravel(), minlength=(n + 1) * h).reshape(n + 1, h)[:n]
-    cols = np.bincount((bins * w + np.arange(w)[None, :]).ravel(), minlength=(n + 1) * w).reshape(n + 1, w)[:n]
+    rows = np.bincount((bins * h + np.arange(h)[:, None]).ravel(), minlength=(n + 1) * h).reshape(n + 1, h)[
+        :n
+    ]
+    cols = np.bincount((bins * w + np.arange(w)[None, :]).ravel(), minlength=(n + 1) * w).reshape(n + 1, w)[
+        :n
+    ]
     counts = rows.sum(1)
     cy = rows @ np.arange(h, dtype=np.float64) / np.maximum(counts, 1)
     cx = cols @ np.arange(w, dtype=np.float64) / np.maximum(counts, 1)

@@ -51,7 +51,9 @@ def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 256
         if ok:
             logger.info(
                 "glibc malloc: mmap threshold %d MiB, trim threshold %d MiB (CPU inference; %s=0 to disable)",
-                mmap_threshold >> 20, trim_threshold >> 20, _ENV_OPT_OUT,
+                mmap_threshold >> 20,
+                trim_threshold >> 20,
+                _ENV_OPT_OUT,
             )
     _state["done"] = ok
     return ok

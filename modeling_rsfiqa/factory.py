@@ -40,7 +40,9 @@ def preset_config(name_or_path: str | os.PathLike, **overrides) -> RSFIQAConfig:
                 config = RSFIQAConfig.from_json_file(str(candidate))
                 break
         else:
-            raise FileNotFoundError(f"No preset, JSON file or model folder {str(name_or_path)!r}; presets: {list_presets()}")
+            raise FileNotFoundError(
+                f"No preset, JSON file or model folder {str(name_or_path)!r}; presets: {list_presets()}"
+            )
     for key, value in overrides.items():
         if not hasattr(config, key):
             raise ValueError(f"RSFIQAConfig has no field {key!r}")

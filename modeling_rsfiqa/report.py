@@ -16,13 +16,23 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .partition_rsfiqa import resize_label_map
+from .partition import resize_label_map
 
-__all__ = ["colormap", "overlay", "region_boundaries", "quality_overlay", "attention_overlay", "render_tile",
-           "write_html_report", "contact_sheet"]
+__all__ = [
+    "colormap",
+    "overlay",
+    "region_boundaries",
+    "quality_overlay",
+    "attention_overlay",
+    "render_tile",
+    "write_html_report",
+    "contact_sheet",
+]
 
 # anchor colours of a perceptually ordered "bad -> good" ramp (dark red, orange, yellow, light green, green)
-_RAMP = np.array([[120, 0, 20], [215, 60, 20], [245, 190, 40], [150, 210, 90], [20, 140, 70]], dtype=np.float64)
+_RAMP = np.array(
+    [[120, 0, 20], [215, 60, 20], [245, 190, 40], [150, 210, 90], [20, 140, 70]], dtype=np.float64
+)
 # and a neutral -> hot ramp for attention (dark blue, purple, orange, yellow)
 _HOT = np.array([[20, 20, 80], [110, 30, 130], [230, 90, 40], [255, 230, 90]], dtype=np.float64)
 
@@ -46,7 +56,9 @@ def region_boundaries(label_map: np.ndarray) -> np.ndarray:
     return edge
 
 
-def overlay(image: Image.Image, heat_rgb: np.ndarray, alpha: float = 0.5, edges: np.ndarray | None = None) -> Image.Image:
+def overlay(
+    image: Image.Image, heat_rgb: np.ndarray, alpha: float = 0.5, edges: np.ndarray | None = None
+) -> Image.Image:
     """Blend an RGB heat map (any size; resized) over ``image`` and draw region ``edges`` in white."""
     base = np.asarray(image.convert("RGB"), dtype=np.float64)
     h, w = base.shape[:2]
@@ -57,14 +69,21 @@ def overlay(image: Image.Image, heat_rgb: np.ndarray, alpha: float = 0.5, edges:
     return Image.fromarray(out.round().astype(np.uint8))
 
 
-def _display_copy(image: Image.Image, region_map: np.ndarray, max_side: int) -> tuple[Image.Image, np.ndarray]:
+def _display_copy(
+    image: Image.Image, region_map: np.ndarray, max_side: int
+) -> tuple[Image.Image, np.ndarray]:
     scale = min(1.0, max_side / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.convert("RGB").resize(size, Image.BILINEAR), resize_label_map(region_map, (size[1], size[0]))
 
 
-def quality_overlay(image: Image.Image, result: dict[str, Any], score_range: Sequence[float], max_side: int = 320,
-                    higher_is_better: bool = True) -> Image.Image:
+def quality_overlay(
+    image: Image.Image,
+    result: dict[str, Any],
+    score_range: Sequence[float],
+    max_side: int = 320,
+    higher_is_better: bool = True,
+) -> Image.Image:
     """Per-region predicted quality painted over the image (red = worse, green = better)."""
     shown, labels = _display_copy(image, result["region_map"], max_side)
     lut = np.full(int(labels.max()) + 1, np.nan)
@@ -89,12 +108,21 @@ def attention_overlay(image: Image.Image, result: dict[str, Any], max_side: int 
     return overlay(shown, colormap(lut[labels], "attention"), 0.5, region_boundaries(labels))
 
 
-def render_tile(image: Image.Image, result: dict[str, Any], title: str, score_range: Sequence[float],
-                higher_is_better: bool = True, max_side: int = 256) -> Image.Image:
+def render_tile(
+    image: Image.Image,
+    result: dict[str, Any],
+    title: str,
+    score_range: Sequence[float],
+    higher_is_better: bool = True,
+    max_side: int = 256,
+) -> Image.Image:
     """Image | region-quality overlay | attention overlay, with a caption line."""
     shown, _ = _display_copy(image, result["region_map"], max_side)
-    panels = [shown, quality_overlay(image, result, score_range, max_side, higher_is_better),
-              attention_overlay(image, result, max_side)]
+    panels = [
+        shown,
+        quality_overlay(image, result, score_range, max_side, higher_is_better),
+        attention_overlay(image, result, max_side),
+    ]
     w, h = shown.size
     tile = Image.new("RGB", (3 * w + 8, h + 22), "white")
     for i, panel in enumerate(panels):
@@ -141,8 +169,10 @@ def write_html_report(path: str | Path, title: str, intro: str, sections: list[d
         if section.get("text"):
             parts.append(f"<p>{section['text']}</p>")
         for item in section.get("items", []):
-            parts.append(f"<figure><img src='{_png_data_uri(item['image'])}'>"
-                         f"<figcaption>{html.escape(item['caption'])}</figcaption></figure>")
+            parts.append(
+                f"<figure><img src='{_png_data_uri(item['image'])}'>"
+                f"<figcaption>{html.escape(item['caption'])}</figcaption></figure>"
+            )
     parts.append("</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")

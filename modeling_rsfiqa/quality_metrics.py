@@ -193,4 +193,3 @@ def load_evaluate_metric(**kwargs: Any):
     if not os.path.isfile(os.path.join(path, "iqa_metrics.py")):
         raise FileNotFoundError(f"Packaged evaluate metric not found: {os.path.join(path, 'iqa_metrics.py')}")
     return evaluate.load(path, **kwargs)
-

@@ -60,7 +60,9 @@ def _array_to_pil(arr: np.ndarray, source: str) -> Image.Image:
         return Image.fromarray(_array_to_uint8(arr, source), mode="L").convert("RGB")
     if arr.ndim != 3:
         raise ImageLoadError(source, f"expected an HxW or HxWxC array, got shape {tuple(arr.shape)}")
-    if arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] < min(arr.shape[1:]):  # CHW
+    if (
+        arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] < min(arr.shape[1:])
+    ):  # CHW
         arr = np.moveaxis(arr, 0, -1)
     channels = arr.shape[-1]
     if channels not in (1, 3, 4):

@@ -33,7 +33,7 @@ from PIL import Image, features
 from scipy import ndimage, signal
 from skimage import color, draw, morphology, restoration, util
 
-from .image_utils_rsfiqa import load_image_rgb
+from .image_io import load_image_rgb
 
 __all__ = [
     "DISTORTIONS",
@@ -136,9 +136,7 @@ def _motion_blur(x: np.ndarray, length: float, rng: np.random.Generator) -> np.n
     c, half = size // 2, (size - 1) / 2.0
     dy, dx = half * np.sin(angle), half * np.cos(angle)
     kernel = np.zeros((size, size))
-    rr, cc, val = draw.line_aa(
-        int(round(c - dy)), int(round(c - dx)), int(round(c + dy)), int(round(c + dx))
-    )
+    rr, cc, val = draw.line_aa(int(round(c - dy)), int(round(c - dx)), int(round(c + dy)), int(round(c + dx)))
     ok = (rr >= 0) & (rr < size) & (cc >= 0) & (cc < size)
     np.maximum.at(kernel, (rr[ok], cc[ok]), val[ok])
     return _convolve(x, kernel / kernel.sum())
@@ -167,7 +165,9 @@ def _color_shift(x: np.ndarray, amount: float, rng: np.random.Generator) -> np.n
 
 @_register("color_quantization", 6, "color", "palette size", (64, 48, 32, 16, 8))
 def _color_quantization(x: np.ndarray, colors: float, rng: np.random.Generator) -> np.ndarray:
-    quantized = _pil(x).quantize(colors=int(colors), method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    quantized = _pil(x).quantize(
+        colors=int(colors), method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    )
     return _from_pil(quantized)
 
 
@@ -207,7 +207,9 @@ def _jpeg2000(x: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndarr
     if not JPEG2000_NATIVE:
         return _jpeg2000_fallback(x, ratio)
     buf = io.BytesIO()
-    _pil(x).save(buf, format="JPEG2000", quality_mode="rates", quality_layers=[float(ratio)], irreversible=True)
+    _pil(x).save(
+        buf, format="JPEG2000", quality_mode="rates", quality_layers=[float(ratio)], irreversible=True
+    )
     buf.seek(0)
     with Image.open(buf) as decoded:
         return _from_pil(decoded)
@@ -294,7 +296,9 @@ def _jitter(x: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarra
     return x[yy, xx]
 
 
-def _random_boxes(x: np.ndarray, count: float, levels: tuple[float, ...], size_at_ref: int, rng: np.random.Generator):
+def _random_boxes(
+    x: np.ndarray, count: float, levels: tuple[float, ...], size_at_ref: int, rng: np.random.Generator
+):
     """Nested random boxes: the first ``n`` of a fixed sequence (the same for every level).
 
     ``n`` is ``count`` scaled by the image area, but at least the level's rank (1..5), so that even
@@ -386,18 +390,24 @@ def _check_name(name: str) -> DistortionSpec:
 def _make_fn(spec: DistortionSpec) -> DistortionFn:
     def fn(img: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
         """Apply to an HxWx3 uint8 array; returns an HxWx3 uint8 array of the same size."""
-        if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3):
+        if not (
+            isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+        ):
             raise TypeError(f"{spec.name}: expected an HxWx3 uint8 array, got {type(img).__name__}")
         out = spec.impl(_to_float(img), spec.levels[_check_level(level) - 1], rng)
         return _to_uint8(out)
 
     fn.__name__ = spec.name
-    fn.__doc__ = f"KADID-10k #{spec.kadid_id:02d} {spec.name} ({spec.category}); {spec.parameter} = {spec.levels}"
+    fn.__doc__ = (
+        f"KADID-10k #{spec.kadid_id:02d} {spec.name} ({spec.category}); {spec.parameter} = {spec.levels}"
+    )
     return fn
 
 
 #: name -> function(img: HxWx3 uint8 array, level: 1..5, rng: np.random.Generator) -> uint8 array.
-DISTORTIONS: dict[str, DistortionFn] = {name: _make_fn(DISTORTION_SPECS[name]) for name in KADID_DISTORTION_NAMES}
+DISTORTIONS: dict[str, DistortionFn] = {
+    name: _make_fn(DISTORTION_SPECS[name]) for name in KADID_DISTORTION_NAMES
+}
 
 
 def list_distortions() -> list[str]:
