@@ -1,17 +1,28 @@
-"""A shared model-test mixin in the style of transformers' ``ModelTesterMixin`` (tiny models, CPU)."""
+"""Shared model-test mixins in the style of transformers' ``ModelTesterMixin`` (tiny models, CPU).
+
+:class:`ModelTesterMixin` holds the checks every family's model passes (save/load round trip, batched equals
+single, gradients reach every trainable parameter, identical input gives the same output). A family's test
+class sets ``model_class`` and ``output_keys`` and defines ``make_config()`` and ``make_inputs(config,
+batch_size)``; it overrides ``single_inputs`` when its inputs are not all batch-first tensors, and
+``training_inputs`` / ``config_for_gradients`` to switch every loss term on.
+"""
 
 from __future__ import annotations
 
 import tempfile
+from typing import Any
 
 import torch
 
 
-class QualityModelTesterMixin:
-    """Subclasses define ``model_class`` and ``make_config()`` and ``make_inputs(config, batch_size)``."""
+class ModelTesterMixin:
+    """Subclasses define ``model_class``, ``make_config()`` and ``make_inputs(config, batch_size)``."""
 
     model_class = None
+    #: output fields compared by the round-trip and batched-vs-single tests (the first one is the main output)
+    output_keys: tuple[str, ...] = ("score",)
     atol = 1e-5
+    batch_atol = 1e-4
 
     def make_config(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -23,6 +34,21 @@ class QualityModelTesterMixin:
         torch.manual_seed(0)
         return self.model_class(config or self.make_config()).eval()
 
+    def single_inputs(self, inputs: dict, i: int) -> dict:
+        """The inputs of sample ``i`` alone (default: slice every batch-first tensor)."""
+        return {k: v[i : i + 1] if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+    def config_for_gradients(self, config):
+        """The config the gradient test uses (e.g. with every loss term switched on)."""
+        return config
+
+    def training_inputs(self, config, batch_size: int = 4) -> dict[str, Any]:
+        """Inputs with targets for the gradient test (default: ``make_inputs`` + asymmetric float ``labels``)."""
+        inputs = self.make_inputs(config, batch_size=batch_size)
+        # asymmetric targets: an L1 bias gradient does not cancel exactly
+        inputs["labels"] = torch.tensor([12.0, 37.0, 55.0, 91.0, 23.0, 70.0][:batch_size])
+        return inputs
+
     def test_save_load_round_trip(self):
         model = self.make_model()
         inputs = self.make_inputs(model.config)
@@ -33,7 +59,7 @@ class QualityModelTesterMixin:
             loaded = self.model_class.from_pretrained(tmp).eval()
         with torch.no_grad():
             after = loaded(**inputs)
-        for key in ("score", "attention_map", "region_scores"):
+        for key in self.output_keys:
             torch.testing.assert_close(before[key], after[key], atol=self.atol, rtol=0)
 
     def test_batched_equals_single(self):
@@ -42,21 +68,17 @@ class QualityModelTesterMixin:
         with torch.no_grad():
             batched = model(**inputs)
             for i in range(3):
-                single = model(**{k: v[i : i + 1] for k, v in inputs.items()})
-                torch.testing.assert_close(batched.score[i : i + 1], single.score, atol=1e-4, rtol=1e-4)
-                torch.testing.assert_close(
-                    batched.region_scores[i : i + 1], single.region_scores, atol=1e-4, rtol=1e-4
-                )
+                single = model(**self.single_inputs(inputs, i))
+                for key in self.output_keys:
+                    torch.testing.assert_close(
+                        batched[key][i : i + 1], single[key], atol=self.batch_atol, rtol=self.batch_atol
+                    )
 
     def test_gradients_reach_every_trainable_parameter(self):
-        config = self.make_config()
-        # every loss term on; MSE (not L1, whose bias gradient can cancel exactly) reaches the head bias
-        config.loss_weights = {"mse": 1.0, "plcc": 1.0, "rank": 1.0}
+        config = self.config_for_gradients(self.make_config())
         model = self.make_model(config)
         model.train()
-        inputs = self.make_inputs(model.config, batch_size=4)
-        labels = torch.tensor([12.0, 37.0, 55.0, 91.0])  # asymmetric: L1 bias gradient does not cancel
-        out = model(**inputs, labels=labels)
+        out = model(**self.training_inputs(model.config, batch_size=4))
         assert out.loss is not None and torch.isfinite(out.loss)
         out.loss.backward()
         missing = [
@@ -66,12 +88,23 @@ class QualityModelTesterMixin:
         ]
         assert not missing, f"no gradient reaches: {missing[:10]}"
 
-    def test_identical_input_same_score(self):
+    def test_identical_input_same_output(self):
         model = self.make_model()
         inputs = self.make_inputs(model.config, batch_size=1)
         with torch.no_grad():
             a, b = model(**inputs), model(**inputs)
-        torch.testing.assert_close(a.score, b.score, atol=0, rtol=0)
+        torch.testing.assert_close(a[self.output_keys[0]], b[self.output_keys[0]], atol=0, rtol=0)
+
+
+class QualityModelTesterMixin(ModelTesterMixin):
+    """RSFIQA image-quality models: scores, region scores and the RSA attention map."""
+
+    output_keys = ("score", "region_scores", "attention_map")
+
+    def config_for_gradients(self, config):
+        # every loss term on; MSE (not L1, whose bias gradient can cancel exactly) reaches the head bias
+        config.loss_weights = {"mse": 1.0, "plcc": 1.0, "rank": 1.0}
+        return config
 
     def test_output_shapes_and_ranges(self):
         model = self.make_model()
