@@ -98,3 +98,15 @@ QCLIPConfig.register_for_auto_class()
 QCLIPForVideoQualityScoring.register_for_auto_class("AutoModel")
 QCLIPVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 QCLIPProcessor.register_for_auto_class("AutoProcessor")
+
+from .pipeline_qclip import VideoQualityPipeline  # noqa: E402
+
+__all__ += ["VideoQualityPipeline"]
+
+# no `default` yet: the small shipped video model comes later; until then pass model=<saved Q-CLIP folder>
+PIPELINE_REGISTRY.register_pipeline(
+    "video-quality",
+    pipeline_class=VideoQualityPipeline,
+    pt_model=AutoModel,
+    type="video",
+)
