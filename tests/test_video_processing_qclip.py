@@ -323,3 +323,31 @@ def test_damaged_files_never_hang(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(outcome) == set(paths) and set(outcome.values()) <= {"scored", "error"}
+
+
+def test_framediff_on_an_intra_only_file_uses_thumbnails(tmp_path, processor):
+    """MJPEG: every frame is a keyframe, packet sizes measure detail -> change from boundary thumbnails."""
+    frames = [np.full((32, 48, 3), 60 if i < 50 else 200, np.uint8) for i in range(64)]
+    path = write_video(
+        tmp_path / "cut.avi",
+        num_frames=64,
+        width=48,
+        height=32,
+        codec="mjpeg",
+        pix_fmt="yuvj420p",
+        frames=frames,
+    )
+    with VideoReader(path) as video:
+        assert video.index.intra_only
+    out = processor(
+        str(path), frame_sampling="framediff", num_frames=2, framediff_candidates=4, return_metadata=True
+    )
+    picks = out["frame_indices"][0].tolist()
+    assert any(40 <= i < 56 for i in picks), picks  # the interval holding the cut is chosen
+    assert out["video_metadata"][0].frames_decoded < 64
+
+
+def test_sampling_by_fps(gop_clip, processor):
+    out = processor(str(gop_clip), fps=0.5, return_metadata=True)  # 10 s at 0.5 frame/s -> 5 frames
+    assert out["pixel_values_videos"].shape[1] == 5
+    assert out["frame_indices"][0].tolist() == uniform_frame_indices(300, 5).tolist()
