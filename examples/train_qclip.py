@@ -16,6 +16,9 @@ loss PLCC + 0.3 rank; AdamW lr 1e-3, weight decay 1e-4, warm-up 1/8 then cosine,
 After training, the best checkpoint's raw outputs on the training set fix the calibration ``logits -> MOS``
 (:func:`calibrate_scores`), then the model, processor, remote code and a model card ``README.md`` are saved;
 ``--push_to_hub --hub_model_id ORG/NAME`` uploads them (as ``examples/train.py`` does).
+
+The 10-split protocol: ``--num_splits 10`` trains once per seed 42..51 (``<output_dir>/split-<seed>``) and writes
+``protocol_results.json`` (per-split metrics and their mean / std / median, the reference's evaluation as ``ref_*``).
 """
 
 from __future__ import annotations
@@ -102,6 +105,14 @@ class DataArguments:
     calibration_samples: int | None = field(
         default=None, metadata={"help": "Training rows used to calibrate scores."}
     )
+    num_splits: int = field(
+        default=1,
+        metadata={
+            "help": "The 10-split protocol: train N times on the reference split with seeds split_seed, "
+            "split_seed+1, ... (outputs in <output_dir>/split-<seed>) and write protocol_results.json "
+            "(mean / std / median of every validation metric)."
+        },
+    )
 
 
 SCRIPT_DEFAULTS: dict[str, Any] = {
@@ -183,6 +194,42 @@ def make_splits(raw: datasets.DatasetDict, data_args: DataArguments) -> tuple[An
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_args(argv)
+    if data_args.num_splits > 1:
+        return run_protocol(model_args, data_args, training_args)
+    return train_one(model_args, data_args, training_args)
+
+
+def run_protocol(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> dict:
+    """The N-split protocol (the reference's README: 10 seeded 80/20 splits, metrics averaged)."""
+    import dataclasses
+
+    from modeling_rsfiqa.quality_metrics import summarize_split_metrics
+
+    root = Path(training_args.output_dir)
+    per_split, seeds = [], [data_args.split_seed + k for k in range(data_args.num_splits)]
+    for seed in seeds:
+        split_args = dataclasses.replace(data_args, split_seed=seed, num_splits=1)
+        run_args = dataclasses.replace(
+            training_args, output_dir=str(root / f"split-{seed}"), push_to_hub=False
+        )
+        results = train_one(model_args, split_args, run_args)
+        per_split.append(
+            {k.removeprefix("eval_"): v for k, v in results.get("eval", {}).items() if isinstance(v, float)}
+        )
+    summary = {"seeds": seeds, "per_split": per_split, "summary": summarize_split_metrics(per_split)}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "protocol_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    logger.info(
+        "protocol over %d splits: %s", len(seeds), {k: v["mean"] for k, v in summary["summary"].items()}
+    )
+    return summary
+
+
+def train_one(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> dict[str, Any]:
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
     logging.basicConfig(

@@ -105,7 +105,10 @@ class QCLIPConfig(PreTrainedConfig):
         (PLCC + 0.3 rank). ``score = (logits - logit_mean) / logit_std * label_std + label_mean`` maps it to the
         label scale ``score_range`` (higher_is_better as stated); the four statistics are fitted on the training
         set after training (the reference's z-scored linear rescale, frozen).
-        loss_weights: weights of the shared losses (``plcc``, ``rank``, ``l1``, ``mse``) on the raw logits.
+        loss_weights: weights of the shared losses (``plcc``, ``rank``, ``l1``, ``mse``) on the raw logits. The
+            shared ``plcc_loss`` is (1 - PLCC) / 2 and ``rank_loss`` the mean pairwise hinge over pairs with
+            different labels; the reference's versions differ only in normalisation (its PLCC term averages
+            (1 - PLCC) / 2 and (1 - PLCC^2) / 4, its rank term divides by n(n-1) (1 + max hinge)): same optimum.
     """
 
     model_type = "qclip"

