@@ -27,7 +27,9 @@ Each frame is resized by "squash" (no aspect ratio kept, no crop) to ``size`` (t
 the reference code does, with antialiased bilinear resampling, then rescaled and normalised.
 
 Returns a ``BatchFeature`` with ``pixel_values_videos (B, T, 3, H, W)``, ``frame_timestamps (B, T)`` in
-seconds (NaN when unknown: frames in memory without ``input_fps``, frame folders) and ``frame_indices (B, T)``;
+seconds (NaN when unknown: frames in memory without ``input_fps``, frame folders) and ``frame_indices (B, T)``
+(videos of different lengths, e.g. with ``do_sample_frames=False``, are zero-padded and ``video_frame_mask
+(B, T)`` marks the real frames; the model pools only those);
 ``return_metadata=True`` adds the per-video :class:`QCLIPVideoMetadata` (source, frame count, fps, duration,
 how many frames the decoder produced, ...).
 """
@@ -491,20 +493,24 @@ class QCLIPVideoProcessor(BaseVideoProcessor):
         batch = super().preprocess(videos, return_metadata=True, return_tensors=None, **kwargs)
         metas = batch.pop("video_metadata")
         pixels = batch["pixel_values_videos"]
-        lengths = {int(v.shape[0]) for v in pixels}
-        data: dict[str, Any] = {}
-        if return_tensors == "pt" and len(lengths) == 1:
-            data["pixel_values_videos"] = torch.stack(list(pixels))
-        else:
-            data["pixel_values_videos"] = list(pixels)
+        lengths = [int(v.shape[0]) for v in pixels]
         times = [m.frame_timestamps or [float("nan")] * len(m.frames_indices) for m in metas]
         indices = [m.frames_indices for m in metas]
-        if return_tensors == "pt" and len(lengths) == 1:
+        data: dict[str, Any] = {}
+        if return_tensors != "pt":
+            data.update(pixel_values_videos=list(pixels), frame_timestamps=times, frame_indices=indices)
+        elif len(set(lengths)) == 1:
+            data["pixel_values_videos"] = torch.stack(list(pixels))
             data["frame_timestamps"] = torch.tensor(times, dtype=torch.float64)
             data["frame_indices"] = torch.tensor(indices, dtype=torch.long)
-        else:
-            data["frame_timestamps"] = times
-            data["frame_indices"] = indices
+        else:  # videos of different lengths (do_sample_frames=False): zero-pad, and say which frames are real
+            t = max(lengths)
+            data["pixel_values_videos"] = torch.nn.utils.rnn.pad_sequence(list(pixels), batch_first=True)
+            data["video_frame_mask"] = torch.arange(t)[None] < torch.tensor(lengths)[:, None]
+            data["frame_timestamps"] = torch.tensor(
+                [r + [float("nan")] * (t - len(r)) for r in times], dtype=torch.float64
+            )
+            data["frame_indices"] = torch.tensor([r + [-1] * (t - len(r)) for r in indices], dtype=torch.long)
         if return_metadata:
             data["video_metadata"] = metas
         return BatchFeature(data=data)

@@ -351,3 +351,12 @@ def test_sampling_by_fps(gop_clip, processor):
     out = processor(str(gop_clip), fps=0.5, return_metadata=True)  # 10 s at 0.5 frame/s -> 5 frames
     assert out["pixel_values_videos"].shape[1] == 5
     assert out["frame_indices"][0].tolist() == uniform_frame_indices(300, 5).tolist()
+
+
+def test_unsampled_videos_of_different_lengths_are_padded_with_a_mask(processor):
+    a = [np.full((16, 16, 3), level(i), np.uint8) for i in range(3)]
+    b = [np.full((16, 16, 3), level(i), np.uint8) for i in range(5)]
+    out = processor([a, b], do_sample_frames=False)
+    assert out["pixel_values_videos"].shape == (2, 5, 3, 32, 32)
+    assert out["video_frame_mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
+    assert out["frame_indices"][0].tolist() == [0, 1, 2, -1, -1]
