@@ -110,3 +110,41 @@ PIPELINE_REGISTRY.register_pipeline(
     pt_model=AutoModel,
     type="video",
 )
+
+# SEAGULL (issue 9): ROI quality. The generative model answers with AutoModel and AutoModelForImageTextToText;
+# the small ROI model (model_type "seagull_region") with AutoModel.
+from transformers import AutoModelForImageTextToText  # noqa: E402
+
+from .configuration_seagull import SeagullConfig, SeagullRegionConfig  # noqa: E402
+from .image_processing_seagull import SeagullImageProcessor, SeagullImageProcessorPil  # noqa: E402
+from .modeling_seagull import SeagullForConditionalGeneration, SeagullForRegionQuality  # noqa: E402
+from .processing_seagull import RegionError, SeagullProcessor, SeagullRegionProcessor  # noqa: E402
+
+__all__ += [
+    "SeagullConfig",
+    "SeagullRegionConfig",
+    "SeagullForConditionalGeneration",
+    "SeagullForRegionQuality",
+    "SeagullImageProcessor",
+    "SeagullImageProcessorPil",
+    "SeagullProcessor",
+    "SeagullRegionProcessor",
+    "RegionError",
+]
+
+for _config, _processor in ((SeagullConfig, SeagullProcessor), (SeagullRegionConfig, SeagullRegionProcessor)):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoImageProcessor.register(
+        _config,
+        image_processor_classes={"torchvision": SeagullImageProcessor, "pil": SeagullImageProcessorPil},
+        exist_ok=True,
+    )
+    AutoProcessor.register(_config, _processor, exist_ok=True)
+    _config.register_for_auto_class()
+    _processor.register_for_auto_class("AutoProcessor")
+AutoModel.register(SeagullConfig, SeagullForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(SeagullConfig, SeagullForConditionalGeneration, exist_ok=True)
+AutoModel.register(SeagullRegionConfig, SeagullForRegionQuality, exist_ok=True)
+SeagullForConditionalGeneration.register_for_auto_class("AutoModel")
+SeagullForRegionQuality.register_for_auto_class("AutoModel")
+SeagullImageProcessor.register_for_auto_class("AutoImageProcessor")
