@@ -421,11 +421,14 @@ def build_synthetic_clips(
     threads: int = 1,
     progress: bool = True,
     on_clip: Callable[[str], None] | None = None,
+    snapshot: bool = False,
 ):
     """Build (or resume) the synthetic clip set; returns the ``DatasetDict`` (see the module docstring).
 
     ``limit`` keeps the first N photos of each set (for quick runs). ``on_clip(name)`` is called after
-    each new clip is logged (tests use it to interrupt a build).
+    each new clip is logged (tests use it to interrupt a build). ``snapshot=True`` makes nothing new: it
+    writes the Parquet of the photos whose clips are all finished (e.g. while a long build still runs,
+    so that training can start; the build overwrites it when it ends).
     """
     pristine, out = Path(pristine), Path(out)
     types = list(types) if types else list(VIDEO_DISTORTIONS)
@@ -465,6 +468,9 @@ def build_synthetic_clips(
                 names = [f"{stem}__{t}__L{lv}" for t, _, lv in items]
                 if all(n in done for n in names):
                     rows += [done[n] for n in names]
+                    bar.update(len(items))
+                    continue
+                if snapshot:
                     bar.update(len(items))
                     continue
                 photo_seed = _seed(seed, key)
@@ -555,7 +561,11 @@ def build_synthetic_clips(
         "stutter_every": STUTTER_EVERY if stutter else None,
         "seed": seed,
         "limit": limit,
+        "snapshot": snapshot,
+        "photos": len({r["reference"] for r in rows}),
     }
+    if not rows:
+        raise ValueError(f"{out}: no finished photo to write (snapshot of a build that has not finished one)")
     return _write_outputs(out, rows, meta, ("train", "validation", "stutter"), settings)
 
 
@@ -734,6 +744,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     syn.add_argument("--base-crf", type=float, default=BASE_CRF)
     syn.add_argument("--aspect", choices=["video", "source"], default="video")
     syn.add_argument("--no-stutter", action="store_true")
+    syn.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="make no clip; write the Parquet of the photos finished so far (while a build runs)",
+    )
 
     cl = sub.add_parser("clive", parents=[common], help="CLIVE training photos as short clips with their MOS")
     cl.add_argument("--src", type=Path, default=Path("../shared/data/clive-train"))
@@ -767,6 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             levels=args.levels,
             base_crf=args.base_crf,
             stutter=not args.no_stutter,
+            snapshot=args.snapshot,
             **common_kw,
         )
     else:

@@ -129,6 +129,26 @@ def test_synthetic_build_resumes_after_interruption(pristine, tmp_path):
     assert not list((out / "videos").glob(".*"))  # no temporary files left
 
 
+def test_snapshot_writes_the_finished_photos_only(pristine, tmp_path):
+    out = tmp_path / "snap"
+    kwargs = dict(sets=["kodak24", "cbsd68"], types=["h264"], levels=[1, 5], stutter=False, **TINY)
+    made: list[str] = []
+
+    def interrupt(name):
+        made.append(name)
+        if len(made) == 4:  # the kodak photo (3 clips) and one clip of the next
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        vc.build_synthetic_clips(pristine, out, on_clip=interrupt, **kwargs)
+    dd = vc.build_synthetic_clips(pristine, out, snapshot=True, on_clip=made.append, **kwargs)
+    assert len(made) == 4 and {k: v.num_rows for k, v in dd.items()} == {"validation": 3}
+    _, _, sidecar = vc.load_clip_dataset(out)
+    assert sidecar["build"]["snapshot"] and sidecar["build"]["photos"] == 1
+    with pytest.raises(ValueError, match="no finished photo"):
+        vc.build_synthetic_clips(pristine, tmp_path / "empty", snapshot=True, **kwargs)
+
+
 def _clive_tree(root, n=10):
     _photos(root / "images", [f"{i}.jpg" for i in range(n)], size=(80, 80))
     with open(root / "metadata.csv", "w", newline="") as f:
