@@ -360,3 +360,27 @@ def test_unsampled_videos_of_different_lengths_are_padded_with_a_mask(processor)
     assert out["pixel_values_videos"].shape == (2, 5, 3, 32, 32)
     assert out["video_frame_mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
     assert out["frame_indices"][0].tolist() == [0, 1, 2, -1, -1]
+
+
+def test_every_odd_file_of_video_synthesis(tmp_path, processor):
+    """The odd files qclip-data's writers make (video_synthesis.ODD_FILE_WRITERS): scored, or a typed error naming
+    the file -- and the error is the expected kind for the files that cannot hold a frame."""
+    from modeling_rsfiqa.video_synthesis import write_odd_files
+
+    files = write_odd_files(tmp_path)
+    outcome = {}
+    for name, path in files.items():
+        try:
+            out = processor(str(path), return_metadata=True)
+            assert (
+                out["pixel_values_videos"].shape == (1, 8, 3, 32, 32)
+                and torch.isfinite(out["pixel_values_videos"]).all()
+            )
+            outcome[name] = "scored"
+        except VideoLoadError as err:
+            assert str(path) in str(err)
+            outcome[name] = "error"
+    assert outcome.get("empty", "error") == "error"
+    assert all(
+        v == "scored" for k, v in outcome.items() if k in ("one_frame", "thin", "vfr", "corrupt_packet")
+    ), outcome
