@@ -380,7 +380,5 @@ def test_every_odd_file_of_video_synthesis(tmp_path, processor):
         except VideoLoadError as err:
             assert str(path) in str(err)
             outcome[name] = "error"
-    assert outcome.get("empty", "error") == "error"
-    assert all(
-        v == "scored" for k, v in outcome.items() if k in ("one_frame", "thin", "vfr", "corrupt_packet")
-    ), outcome
+    expected_errors = {"empty", "truncated_no_index", "audio_only"}  # nothing decodable in them
+    assert {k for k, v in outcome.items() if v == "error"} == expected_errors & set(outcome), outcome
