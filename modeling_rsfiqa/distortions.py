@@ -44,6 +44,10 @@ __all__ = [
     "DistortionSpec",
     "distort",
     "list_distortions",
+    "EXTRA_DISTORTION_SPECS",
+    "EXTRA_DISTORTIONS",
+    "list_extra_distortions",
+    "apply_distortion",
 ]
 
 NUM_LEVELS = 5
@@ -382,8 +386,13 @@ def _check_level(level: int) -> int:
 
 
 def _check_name(name: str) -> DistortionSpec:
+    if name in EXTRA_DISTORTION_SPECS:
+        return EXTRA_DISTORTION_SPECS[name]
     if name not in DISTORTION_SPECS:
-        raise ValueError(f"Unknown distortion {name!r}; available: {', '.join(KADID_DISTORTION_NAMES)}")
+        raise ValueError(
+            f"Unknown distortion {name!r}; available: {', '.join(KADID_DISTORTION_NAMES)}; "
+            f"extra: {', '.join(EXTRA_DISTORTION_SPECS)}"
+        )
     return DISTORTION_SPECS[name]
 
 
@@ -426,8 +435,198 @@ def distort(image: Any, name: str, level: int, seed: int = 0) -> Any:
     level = _check_level(level)
     as_array = isinstance(image, np.ndarray)
     arr = np.asarray(load_image_rgb(image), dtype=np.uint8)
-    rng = np.random.default_rng([int(seed), spec.kadid_id])
-    out = DISTORTIONS[name](arr, level, rng)
+    if name in EXTRA_DISTORTIONS:
+        rng = np.random.default_rng([int(seed), _EXTRA_STREAM_BASE + list(EXTRA_DISTORTIONS).index(name)])
+        out = EXTRA_DISTORTIONS[name](arr, level, rng)
+    else:
+        rng = np.random.default_rng([int(seed), spec.kadid_id])
+        out = DISTORTIONS[name](arr, level, rng)
     if out.shape != arr.shape:  # pragma: no cover - guarded by every implementation
         raise RuntimeError(f"{name} changed the image size from {arr.shape} to {out.shape}")
     return out if as_array else Image.fromarray(out, mode="RGB")
+
+
+# ---------------------------------------------------------------------------- extra implementations
+#
+# Implementations beyond KADID-10k: other codecs, exposure in linear light, other saturation and contrast
+# operators, other noise models. They are NOT part of the KADID registry above (``list_distortions`` and
+# ``DISTORTIONS`` are unchanged); ``distort`` accepts their names. The SEAGULL ROI synthesis
+# (``roi_synthesis.py``) mixes them with the KADID ones so that a model trained on its ROIs does not learn one
+# implementation per distortion type. Same contract: 5 levels, level 1 mildest, PSNR falls with the level.
+
+#: name -> spec of the extra implementations (``kadid_id`` is 0: they are not KADID-10k types).
+EXTRA_DISTORTION_SPECS: dict[str, DistortionSpec] = {}
+_EXTRA_STREAM_BASE = 1000  # random stream ids of the extras: 1000 + registration index (KADID uses 1..25)
+
+
+def _register_extra(name: str, category: str, parameter: str, levels: tuple[float, ...]):
+    def deco(fn: Callable[[np.ndarray, float, np.random.Generator], np.ndarray]):
+        if len(levels) != NUM_LEVELS or name in DISTORTION_SPECS or name in EXTRA_DISTORTION_SPECS:
+            raise ValueError(f"{name}: expected {NUM_LEVELS} level values and a new name")
+        EXTRA_DISTORTION_SPECS[name] = DistortionSpec(name, 0, category, parameter, tuple(levels), fn)
+        return fn
+
+    return deco
+
+
+def _codec_roundtrip(x: np.ndarray, fmt: str, **options: Any) -> np.ndarray:
+    buf = io.BytesIO()
+    _pil(x).save(buf, format=fmt, **options)
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return _from_pil(decoded)
+
+
+def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB transfer function (inverse)."""
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+
+
+@_register_extra("resample_blur", "blur", "down-sampling factor", (2.0, 3.0, 4.0, 6.0, 8.0))
+def _resample_blur(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    # Resolution loss (area down-sampling, bicubic up-sampling): the blur of an up-scaled small image.
+    image = _pil(x)
+    small = (max(1, round(image.width / factor)), max(1, round(image.height / factor)))
+    return _from_pil(image.resize(small, Image.Resampling.BOX).resize(image.size, Image.Resampling.BICUBIC))
+
+
+@_register_extra("saturation_blend_decrease", "color", "blend factor with luma", (0.7, 0.5, 0.3, 0.15, 0.0))
+def _saturation_blend_decrease(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    # PIL ImageEnhance.Color: a blend with the ITU-R 601 luma image (not a Lab chroma scaling).
+    from PIL import ImageEnhance
+
+    return _from_pil(ImageEnhance.Color(_pil(x)).enhance(float(factor)))
+
+
+@_register_extra("saturation_blend_increase", "color", "blend factor with luma", (1.5, 2.0, 2.7, 3.5, 5.0))
+def _saturation_blend_increase(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    return _saturation_blend_decrease(x, factor, rng)
+
+
+@_register_extra("webp", "compression", "WebP quality", (40, 20, 10, 4, 0))
+def _webp(x: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
+    return _codec_roundtrip(x, "WEBP", quality=int(quality), method=4)
+
+
+@_register_extra("jpeg2000_psnr", "compression", "target PSNR (dB)", (37, 33, 30, 27, 24))
+def _jpeg2000_psnr(x: np.ndarray, psnr: float, rng: np.random.Generator) -> np.ndarray:
+    # JPEG 2000 at the rate that reaches a target PSNR (OpenJPEG's "dB" mode): unlike a fixed compression
+    # ratio, the levels stay distinct on small images, where the codestream header dominates the budget.
+    if not JPEG2000_NATIVE:
+        raise RuntimeError(
+            "'jpeg2000_psnr' needs Pillow built with OpenJPEG (PIL.features.check('jpg_2000'))"
+        )
+    return _codec_roundtrip(x, "JPEG2000", quality_mode="dB", quality_layers=[float(psnr)], irreversible=True)
+
+
+@_register_extra("avif", "compression", "AVIF quality", (45, 30, 18, 8, 1))
+def _avif(x: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
+    if not features.check("avif"):
+        raise RuntimeError("'avif' needs Pillow built with AVIF support (PIL.features.check('avif'))")
+    return _codec_roundtrip(x, "AVIF", quality=int(quality), speed=8)
+
+
+@_register_extra("contrast_increase", "sharpness_contrast", "contrast factor", (1.3, 1.6, 2.0, 2.6, 3.4))
+def _contrast_increase(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    return _contrast_change(x, factor, rng)
+
+
+@_register_extra("contrast_sigmoid", "sharpness_contrast", "S-curve gain", (5.0, 7.0, 9.5, 13.0, 18.0))
+def _contrast_sigmoid(x: np.ndarray, gain: float, rng: np.random.Generator) -> np.ndarray:
+    # Tone S-curve with fixed end points: (s(x) - s(0)) / (s(1) - s(0)), s = logistic(gain * (x - 0.5)).
+    def s(v):
+        return 1.0 / (1.0 + np.exp(-gain * (v - 0.5)))
+
+    return (s(x) - s(0.0)) / (s(1.0) - s(0.0))
+
+
+@_register_extra(
+    "contrast_blend_decrease", "sharpness_contrast", "blend factor", (0.7, 0.55, 0.4, 0.25, 0.12)
+)
+def _contrast_blend_decrease(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
+    # PIL ImageEnhance.Contrast: a blend with a flat grey at the mean luma (not a per-channel mean).
+    from PIL import ImageEnhance
+
+    return _from_pil(ImageEnhance.Contrast(_pil(x)).enhance(float(factor)))
+
+
+@_register_extra("exposure_up", "brightness", "exposure change (EV, linear light)", (0.4, 0.8, 1.2, 1.7, 2.3))
+def _exposure_up(x: np.ndarray, ev: float, rng: np.random.Generator) -> np.ndarray:
+    # A camera-like exposure change: scale linear-light sRGB by 2^EV, clip highlights, re-encode.
+    return _linear_to_srgb(_srgb_to_linear(x) * 2.0**ev)
+
+
+@_register_extra(
+    "exposure_down", "brightness", "exposure change (EV, linear light)", (-0.6, -1.1, -1.7, -2.4, -3.2)
+)
+def _exposure_down(x: np.ndarray, ev: float, rng: np.random.Generator) -> np.ndarray:
+    return _exposure_up(x, ev, rng)
+
+
+@_register_extra("poisson_noise", "noise", "photons at white", (400, 150, 60, 25, 10))
+def _poisson_noise(x: np.ndarray, peak: float, rng: np.random.Generator) -> np.ndarray:
+    # Shot noise: photon counts ~ Poisson(peak * linear intensity), per channel.
+    lin = _srgb_to_linear(x)
+    return _linear_to_srgb(rng.poisson(lin * peak) / peak)
+
+
+@_register_extra("correlated_noise", "noise", "noise std", (0.025, 0.04, 0.06, 0.09, 0.13))
+def _correlated_noise(x: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    # Spatially correlated (low-pass, sigma 0.8 px) Gaussian noise, as left by demosaicing and denoising.
+    field = ndimage.gaussian_filter(rng.standard_normal(x.shape), sigma=(0.8, 0.8, 0))
+    field /= max(float(field.std()), 1e-12)
+    return np.clip(x + std * field, 0.0, 1.0)
+
+
+def _make_extra_fn(spec: DistortionSpec) -> DistortionFn:
+    fn = _make_fn(spec)
+    fn.__doc__ = f"extra {spec.name} ({spec.category}); {spec.parameter} = {spec.levels}"
+    return fn
+
+
+#: name -> function(img: HxWx3 uint8 array, level: 1..5, rng) -> uint8 array, for the extra implementations.
+EXTRA_DISTORTIONS: dict[str, DistortionFn] = {
+    name: _make_extra_fn(spec) for name, spec in EXTRA_DISTORTION_SPECS.items()
+}
+
+
+def list_extra_distortions() -> list[str]:
+    """Names of the extra (non-KADID) implementations, in registration order."""
+    return list(EXTRA_DISTORTION_SPECS)
+
+
+def apply_distortion(image: np.ndarray, name: str, parameter: float, seed: int = 0) -> np.ndarray:
+    """Apply implementation ``name`` (KADID or extra) with an explicit ``parameter`` value.
+
+    ``distort`` takes one of the 5 tabulated levels; this takes the parameter itself (in the unit of
+    ``spec.parameter``, e.g. a blur sigma or a JPEG quality), for callers with their own level tables
+    such as the SEAGULL ROI synthesis. ``image`` is an HxWx3 uint8 array; returns one of the same shape.
+    The random stream is the one :func:`distort` uses for ``(seed, name)``.
+    """
+    spec = _check_name(name)
+    if not (
+        isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    ):
+        raise TypeError(f"{name}: expected an HxWx3 uint8 array, got {_describe_array(image)}")
+    if not np.isfinite(float(parameter)):
+        raise ValueError(f"{name}: parameter must be finite, got {parameter!r}")
+    stream = (
+        _EXTRA_STREAM_BASE + list(EXTRA_DISTORTIONS).index(name)
+        if name in EXTRA_DISTORTIONS
+        else spec.kadid_id
+    )
+    out = _to_uint8(spec.impl(_to_float(image), float(parameter), np.random.default_rng([int(seed), stream])))
+    if out.shape != image.shape:  # pragma: no cover - guarded by every implementation
+        raise RuntimeError(f"{name} changed the image size from {image.shape} to {out.shape}")
+    return out
+
+
+def _describe_array(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"ndarray {value.dtype} {tuple(value.shape)}"
+    return type(value).__name__

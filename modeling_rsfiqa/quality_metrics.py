@@ -43,6 +43,14 @@ __all__ = [
     "compute_vqa_metrics",
     "reference_split",
     "summarize_split_metrics",
+    "SEAGULL_DISTORTION_TYPES",
+    "ROI_METRIC_NAMES",
+    "ROI_METRIC_HIGHER_IS_BETTER",
+    "sample_average_prf",
+    "severity_level",
+    "distortion_label_sets",
+    "compute_roi_distortion_metrics",
+    "compute_roi_metrics",
 ]
 
 METRIC_NAMES: tuple[str, ...] = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
@@ -66,6 +74,8 @@ class MetricWarning(UserWarning):
 def greater_is_better(metric: str) -> bool:
     """Direction of ``metric`` (e.g. for ``TrainingArguments.greater_is_better``); accepts ``eval_`` prefixes."""
     name = metric.removeprefix("eval_")
+    if name in ROI_METRIC_HIGHER_IS_BETTER:
+        return ROI_METRIC_HIGHER_IS_BETTER[name]
     if name not in METRIC_HIGHER_IS_BETTER:
         raise KeyError(f"Unknown metric {metric!r}; known: {sorted(METRIC_HIGHER_IS_BETTER)}")
     return METRIC_HIGHER_IS_BETTER[name]
@@ -272,4 +282,165 @@ def summarize_split_metrics(per_split: list[dict[str, float]]) -> dict[str, dict
             "median": float(np.nanmedian(values)),
             "splits": int(np.isfinite(values).sum()),
         }
+    return out
+
+
+# --------------------------------------------------------------------------- ROI metrics (SEAGULL)
+#
+# SEAGULL (Chen et al., arXiv 2411.10161) evaluates ROI quality and importance scores with SRCC / PLCC and
+# the distortion analysis (which types, how severe) with sample-average precision / recall / F1, here
+# defined as the multi-label "samples" average: for ROI i with predicted label set P_i and true set G_i,
+#
+#     precision_i = |P_i & G_i| / |P_i|,   recall_i = |P_i & G_i| / |G_i|,   F1_i = 2 |P_i & G_i| / (|P_i| + |G_i|)
+#
+# (F1_i is the harmonic mean of precision_i and recall_i, 0 when both are 0), each averaged over the ROIs.
+# Empty sets: a ROI that is clean (G_i empty) and predicted clean (P_i empty) scores 1 on all three; an
+# empty prediction for a distorted ROI has precision 0 (nothing right was said) and recall 0; a prediction
+# for a clean ROI has precision 0 and recall 1 (nothing was missed) -- ``empty_score`` sets the value of
+# the "both empty" case. For TYPES the labels are the distortion type names; for SEVERITY they are
+# (type, severity level) pairs, so a type counts as right only when its severity level is right too.
+
+#: The six SEAGULL distortion types (the reference's prompt order).
+SEAGULL_DISTORTION_TYPES: tuple[str, ...] = (
+    "blur",
+    "colorfulness",
+    "compression",
+    "contrast",
+    "exposure",
+    "noise",
+)
+
+ROI_METRIC_NAMES: tuple[str, ...] = (
+    "quality_srcc",
+    "quality_plcc",
+    "quality_plcc_logistic",
+    "importance_srcc",
+    "importance_plcc",
+    "importance_plcc_logistic",
+    "type_precision",
+    "type_recall",
+    "type_f1",
+    "severity_precision",
+    "severity_recall",
+    "severity_f1",
+)
+#: Direction of every ROI metric (all are correlations or P/R/F1: higher is better).
+ROI_METRIC_HIGHER_IS_BETTER: dict[str, bool] = dict.fromkeys(ROI_METRIC_NAMES, True)
+
+
+def sample_average_prf(predictions: Any, references: Any, empty_score: float = 1.0) -> dict[str, float]:
+    """Sample-average precision / recall / F1 of per-sample label sets (definitions above).
+
+    ``predictions`` and ``references`` are sequences (one entry per sample) of iterables of hashable
+    labels (type names, or (type, level) pairs). Returns ``{"precision", "recall", "f1", "samples"}``.
+    """
+    preds, refs = list(predictions), list(references)
+    if len(preds) != len(refs):
+        raise ValueError(f"predictions and references differ in length: {len(preds)} vs {len(refs)}")
+    if not preds:
+        raise ValueError("sample_average_prf needs at least one sample")
+    precision = recall = f1 = 0.0
+    for i, (p, g) in enumerate(zip(preds, refs)):
+        if isinstance(p, (str, bytes)) or isinstance(g, (str, bytes)):
+            raise TypeError(f"sample {i}: expected a collection of labels, got a bare string ({p!r}, {g!r})")
+        p, g = set(p), set(g)
+        hit = len(p & g)
+        if not p and not g:
+            precision, recall, f1 = precision + empty_score, recall + empty_score, f1 + empty_score
+            continue
+        precision += hit / len(p) if p else 0.0
+        recall += hit / len(g) if g else 1.0
+        f1 += 2.0 * hit / (len(p) + len(g))
+    n = len(preds)
+    return {"precision": precision / n, "recall": recall / n, "f1": f1 / n, "samples": n}
+
+
+def severity_level(severity: float, num_levels: int = 5, threshold: float | None = None) -> int:
+    """Discrete level 1..num_levels of a severity in [0, 1]; 0 = absent.
+
+    Level k covers severities around k / num_levels: ``floor(severity * num_levels + 0.5)`` (ties
+    round up) clipped to 1..num_levels. A severity below ``threshold`` (default: half of level 1, ``0.5 / num_levels``) is
+    absent. Synthetic severities ``level / num_levels`` map back to their level exactly.
+    """
+    s = float(severity)
+    if not np.isfinite(s):
+        raise ValueError(f"severity must be finite, got {severity!r}")
+    threshold = 0.5 / num_levels if threshold is None else threshold
+    if s < threshold:
+        return 0
+    return int(min(num_levels, max(1, np.floor(s * num_levels + 0.5))))
+
+
+def distortion_label_sets(
+    distortions: Any, num_levels: int = 5, threshold: float | None = None
+) -> tuple[set[str], set[tuple[str, int]]]:
+    """``(types, (type, level) pairs)`` of one ROI, from ``{type: severity in [0, 1]}`` (all six types
+    with near-0 for absent ones, as a regression head gives them, or only the present ones), from
+    ``{type: level}`` with integer levels, or from a list of type names (no severity: level 0)."""
+    if isinstance(distortions, dict):
+        pairs = set()
+        for name, value in distortions.items():
+            if value is None:
+                pairs.add((str(name), 0))
+                continue
+            is_level = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+            level = int(value) if is_level else severity_level(value, num_levels, threshold)
+            if level > 0:
+                pairs.add((str(name), level))
+        return {name for name, _ in pairs}, {p for p in pairs if p[1] > 0}
+    if isinstance(distortions, (str, bytes)):
+        raise TypeError(f"expected a dict or a list of distortion types, got the string {distortions!r}")
+    types = {str(d) for d in distortions}
+    return types, set()
+
+
+def compute_roi_distortion_metrics(
+    predictions: Any, references: Any, num_levels: int = 5, threshold: float | None = None
+) -> dict[str, float]:
+    """Type and severity sample-average precision / recall / F1 of per-ROI distortion predictions.
+
+    Each entry is what :func:`distortion_label_sets` accepts (e.g. ``{"blur": 0.8, "noise": 0.05}``).
+    Returns ``type_precision/recall/f1`` and ``severity_precision/recall/f1``.
+    """
+    preds = [distortion_label_sets(p, num_levels, threshold) for p in predictions]
+    refs = [distortion_label_sets(r, num_levels, threshold) for r in references]
+    types = sample_average_prf([p[0] for p in preds], [r[0] for r in refs])
+    sev = sample_average_prf([p[1] for p in preds], [r[1] for r in refs])
+    return {
+        "type_precision": types["precision"],
+        "type_recall": types["recall"],
+        "type_f1": types["f1"],
+        "severity_precision": sev["precision"],
+        "severity_recall": sev["recall"],
+        "severity_f1": sev["f1"],
+    }
+
+
+def compute_roi_metrics(
+    quality: tuple[Any, Any] | None = None,
+    importance: tuple[Any, Any] | None = None,
+    distortions: tuple[Any, Any] | None = None,
+    num_levels: int = 5,
+    threshold: float | None = None,
+) -> dict[str, float]:
+    """The SEAGULL evaluation: each argument is a ``(predictions, references)`` pair, or None to skip.
+
+    quality / importance -> ``<name>_srcc``, ``<name>_plcc`` (Pearson of the raw scores) and
+    ``<name>_plcc_logistic`` (after the VQEG logistic fit; see :func:`compute_iqa_metrics`, whose nan
+    rules apply); distortions -> :func:`compute_roi_distortion_metrics`.
+    """
+    out: dict[str, float] = {}
+    for name, pair in (("quality", quality), ("importance", importance)):
+        if pair is None:
+            continue
+        m = compute_iqa_metrics(*pair)
+        out.update(
+            {
+                f"{name}_srcc": m["srcc"],
+                f"{name}_plcc": m["plcc"],
+                f"{name}_plcc_logistic": m["plcc_logistic"],
+            }
+        )
+    if distortions is not None:
+        out.update(compute_roi_distortion_metrics(*distortions, num_levels=num_levels, threshold=threshold))
     return out

@@ -14,6 +14,7 @@ from modeling_rsfiqa.distortions import (
     NUM_LEVELS,
     distort,
     list_distortions,
+    list_extra_distortions,
 )
 
 
@@ -94,3 +95,49 @@ def test_jpeg2000_fallback_without_openjpeg(clean, monkeypatch):
     psnr = [metrics.peak_signal_noise_ratio(clean, distort(clean, "jpeg2000", lvl)) for lvl in range(2, 6)]
     psnr.insert(0, metrics.peak_signal_noise_ratio(clean, first))
     assert all(a > b for a, b in zip(psnr, psnr[1:])) and first.shape == clean.shape
+
+
+# --------------------------------------------------------------------------- extra (non-KADID) implementations
+
+
+def test_extra_implementations_stay_out_of_the_kadid_registry():
+    from modeling_rsfiqa.distortions import EXTRA_DISTORTION_SPECS, EXTRA_DISTORTIONS, list_extra_distortions
+
+    extras = list_extra_distortions()
+    assert extras == list(EXTRA_DISTORTIONS) == list(EXTRA_DISTORTION_SPECS) and len(extras) >= 10
+    assert not set(extras) & set(KADID_DISTORTION_NAMES) and len(list_distortions()) == 25
+    assert all(EXTRA_DISTORTION_SPECS[n].kadid_id == 0 for n in extras)
+
+
+@pytest.mark.parametrize("name", list_extra_distortions())
+def test_extra_levels_are_monotone_in_psnr_and_match_apply_distortion(clean, name):
+    from modeling_rsfiqa.distortions import EXTRA_DISTORTION_SPECS, apply_distortion
+
+    outs = [distort(clean, name, lvl, seed=0) for lvl in range(1, 6)]
+    psnr = [metrics.peak_signal_noise_ratio(clean, o) for o in outs]
+    assert all(a > b for a, b in zip(psnr, psnr[1:])), f"{name}: PSNR per level {np.round(psnr, 2)}"
+    assert psnr[0] < 60
+    spec = EXTRA_DISTORTION_SPECS[name]
+    np.testing.assert_array_equal(apply_distortion(clean, name, spec.levels[2], seed=0), outs[2])
+    assert distort(Image.fromarray(clean), name, 1).size == (128, 128)
+
+
+def test_apply_distortion_takes_any_parameter_and_checks_inputs(clean):
+    from modeling_rsfiqa.distortions import apply_distortion
+
+    np.testing.assert_array_equal(
+        apply_distortion(clean, "jpeg", 24, seed=0), distort(clean, "jpeg", 3, seed=0)
+    )
+    mid = apply_distortion(clean, "gaussian_blur", 1.5)
+    lo, hi = distort(clean, "gaussian_blur", 2), distort(clean, "gaussian_blur", 4)
+    assert (
+        metrics.peak_signal_noise_ratio(clean, lo)
+        > metrics.peak_signal_noise_ratio(clean, mid)
+        > metrics.peak_signal_noise_ratio(clean, hi)
+    )
+    with pytest.raises(ValueError, match="extra: .*webp"):
+        apply_distortion(clean, "h265", 3)
+    with pytest.raises(TypeError, match="uint8"):
+        apply_distortion(clean.astype(np.float32), "jpeg", 30)
+    with pytest.raises(ValueError, match="finite"):
+        apply_distortion(clean, "jpeg", float("nan"))
