@@ -120,6 +120,12 @@ def _registered_tasks() -> set[str]:
     return set(PIPELINE_REGISTRY.get_supported_tasks())
 
 
+def _task_default(task: str) -> Any:
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    return PIPELINE_REGISTRY.check_task(task)[1].get("default")
+
+
 def load_pipelines(
     model: str | None = None,
     region_model: str | None = None,
@@ -151,6 +157,13 @@ def load_pipelines(
     for task, name, attr in ((REGION_TASK, region_model, "regions"), (VIDEO_TASK, video_model, "video")):
         if task not in tasks:
             loaded.unavailable[task] = f"the `{task}` pipeline is not part of this installation of rsfiqa"
+            continue
+        if not name and not _task_default(task):
+            flag = "--region-model" if task == REGION_TASK else "--video-model"
+            loaded.unavailable[task] = (
+                f"no default `{task}` model ships with this installation yet; start the server with "
+                f"`{flag} DIR` (a saved model folder)"
+            )
             continue
         try:
             setattr(loaded, attr, pipeline(task, model=name) if name else pipeline(task))
@@ -523,20 +536,25 @@ class QualityService:
         return self.pipelines.video
 
     def score_video(self, path: str) -> dict[str, Any]:
+        """The numbers of one video (what ``/score_video`` returns); ``frame_times`` in seconds."""
+        from .video_io import VideoLoadError
+
         pipe = self._video_pipe()
         name = _display_name(path)
         _check_size(path, name, self.limits.video_max_mb, "video")
         try:
             with self.pipelines.locks[VIDEO_TASK]:
                 result = pipe(path)
-        except (OSError, ValueError) as err:
-            message = str(err).replace(str(path), name)
-            raise InputError(f"{name} could not be read as a video: {message}") from None
+        except VideoLoadError as err:
+            raise InputError(f"{name} could not be read as a video: {err.reason}") from None
+        config = pipe.model.config
         return {
             "source": name,
             "score": _round(result["score"]),
+            "score_range": [float(v) for v in getattr(config, "score_range", (0.0, 100.0))],
             "frame_scores": [_round(v) for v in result["frame_scores"]],
-            "frame_times": [_round(v, 3) for v in result["frame_times"]],
+            "frame_times": [None if t is None else _round(t, 3) for t in result["frame_times"]],
+            "model": _model_name(getattr(config, "_name_or_path", "")),
         }
 
 
@@ -633,26 +651,27 @@ def severity_bars_html(results: list[dict[str, Any]]) -> str:
     return "<div class='rsfiqa-rois'>" + "".join(cards) + "</div>"
 
 
-def sample_frames(path: str, times: Sequence[float], max_frames: int = 12) -> list[tuple[Image.Image, int]]:
-    """(thumbnail, index into ``times``) for up to ``max_frames`` of the times, decoded with PyAV by seeking."""
-    import av
+def sample_frames(
+    path: str, times: Sequence[float | None], max_frames: int = 12, max_side: int = 240
+) -> list[tuple[Image.Image, int]]:
+    """(thumbnail, position in ``times``) for up to ``max_frames`` of the scored frames, evenly spread.
 
-    if not times:
+    Each time is matched to the nearest frame timestamp of the file and only those frames are decoded
+    (:class:`video_io.VideoReader` seeks). Times that are unknown (None) are skipped.
+    """
+    from .video_io import VideoReader
+
+    known = [i for i, t in enumerate(times) if t is not None]
+    if not known:
         return []
-    step = max(1, math.ceil(len(times) / max_frames))
-    frames = []
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        for index in range(0, len(times), step):
-            t = float(times[index])
-            container.seek(int(max(0.0, t) / stream.time_base), stream=stream, backward=True, any_frame=False)
-            for frame in container.decode(stream):
-                if frame.time is None or frame.time + 1e-6 >= t:
-                    image = frame.to_image()
-                    image.thumbnail((320, 320))
-                    frames.append((image, index))
-                    break
-    return frames
+    chosen = known[:: max(1, math.ceil(len(known) / max_frames))]
+    with VideoReader(path) as reader:
+        stamps = np.asarray(reader.times, dtype=np.float64)
+        frame_ids = [int(np.argmin(np.abs(stamps - float(times[i])))) for i in chosen]
+        scale = min(1.0, max_side / max(reader.width, reader.height, 1))
+        size = (max(1, round(reader.width * scale)), max(1, round(reader.height * scale)))
+        frames = reader.get_frames(frame_ids, size=size if scale < 1.0 else None)
+    return [(Image.fromarray(frame), i) for frame, i in zip(frames, chosen)]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -682,6 +701,10 @@ _CSS = """
 .rsfiqa-bar-value{width:36px;text-align:right;font-variant-numeric:tabular-nums}
 .rsfiqa-dim{color:var(--body-text-color-subdued);font-size:12px}
 """
+
+
+def _could_not_score(messages: list[str]) -> str:
+    return "### Could not score\n\n" + "\n\n".join(f"- {html.escape(m)}" for m in messages)
 
 
 def _notice(task: str, pipelines: AppPipelines) -> str:
@@ -735,7 +758,7 @@ def build_app(
         if not views:  # said in the page (it stays) and in a toast
             messages = [e["error"] for e in errors]
             gr.Warning(" ".join(messages), title="Cannot score", duration=15)
-            return nothing("### Could not score\n\n" + "\n\n".join(f"- {html.escape(m)}" for m in messages))
+            return nothing(_could_not_score(messages))
         if errors:
             gr.Warning(f"{len(errors)} of {len(paths)} files could not be scored; see the table.")
         several = len(views) + len(errors) > 1
@@ -855,27 +878,42 @@ def build_app(
 
     # ---- Video tab handlers
     def on_video(path):
-        if not path:
-            return "", None, None
-        try:
-            numbers = service.score_video(path)
-        except Exception as err:
-            raise user_error(err) from None
         import pandas as pd
 
-        plot = pd.DataFrame({"time (s)": numbers["frame_times"], "quality": numbers["frame_scores"]})
+        # an empty table, not None: Gradio 6's plot keeps a resize observer on its chart element, and a
+        # None value removes that element (a page error on the next layout change)
+        no_plot = pd.DataFrame({"time (s)": [], "quality": []})
+        if not path:
+            return "", no_plot, gr.update(value=None, visible=False)
         try:
-            times, scores = numbers["frame_times"], numbers["frame_scores"]
+            numbers = service.score_video(path)
+        except InputError as err:  # said in the page (it stays) and in a toast, like the Image tab
+            gr.Warning(str(err), title="Cannot score", duration=15)
+            return _could_not_score([str(err)]), no_plot, gr.update(value=None, visible=False)
+        except Exception as err:
+            raise user_error(err) from None
+
+        times, scores = numbers["frame_times"], numbers["frame_scores"]
+        if all(t is not None for t in times):
+            plot = gr.LinePlot(
+                pd.DataFrame({"time (s)": times, "quality": scores}), x="time (s)", y="quality"
+            )
+        else:
+            frames = list(range(1, len(scores) + 1))
+            plot = gr.LinePlot(pd.DataFrame({"sampled frame": frames, "quality": scores}), x="sampled frame")
+        try:
             gallery = [(img, f"{times[i]:.2f} s: {scores[i]:.1f}") for img, i in sample_frames(path, times)]
         except Exception:  # the score stands even if the thumbnails cannot be decoded
-            logger.exception("could not decode sampled frames of %s", path)
-            gallery = None
+            logger.exception("could not decode the sampled frames of %s", path)
+            gallery = []
+        lo, hi = numbers["score_range"]
         summary = (
-            f"## Score {numbers['score']:.1f}\n\n**{html.escape(numbers['source'])}**: predicted quality on 0–100 "
-            f"(higher is better) from {len(numbers['frame_scores'])} sampled frames; lowest frame "
-            f"{min(numbers['frame_scores'], default=float('nan')):.1f}."
+            f"## Score {numbers['score']:.1f}\n\n**{html.escape(numbers['source'])}**: predicted quality on "
+            f"{lo:g}–{hi:g} (higher is better) with {html.escape(numbers['model'])}, from {len(scores)} sampled "
+            f"frames; lowest frame {min(scores, default=float('nan')):.1f}, highest "
+            f"{max(scores, default=float('nan')):.1f}."
         )
-        return summary, plot, gr.update(value=gallery, visible=bool(gallery))
+        return summary, plot, gr.update(value=gallery or None, visible=bool(gallery))
 
     def api_score_video(path):
         """Score one video: JSON with the score, the per-frame scores and their times (seconds)."""
@@ -1060,7 +1098,13 @@ def build_app(
                         label="Quality per sampled frame",
                         elem_id="video-plot",
                     )
-                    video_frames = gr.Gallery(label="Sampled frames", columns=6, elem_id="video-frames")
+                    video_frames = gr.Gallery(
+                        label="Sampled frames",
+                        columns=6,
+                        object_fit="contain",
+                        visible=False,
+                        elem_id="video-frames",
+                    )
                     video_in.change(
                         on_video,
                         video_in,

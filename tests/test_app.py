@@ -1,10 +1,11 @@
 """The web app (issue 11): ``rsfiqa serve`` on a free loopback port, through gradio_client and a real browser.
 
-One server per module (the shipped default model, loaded once). Covered here: the named endpoints with the
-same numbers as the library, readable errors for bad and oversized files, 20 concurrent API requests, the
-page in Chromium (no console errors, a score appears, a corrupt file gives a message, the batch table sorts
-and exports CSV), the Space's ``app.py`` and ROI validation. The Regions and Video tabs show a notice
-until ``pipeline("region-quality")`` / ``pipeline("video-quality")`` are part of the package.
+One server per module: the shipped image model, and a tiny random Q-CLIP saved in the test for the video
+tab (no video model ships yet; the real pipeline runs on it). Covered here: the named endpoints with the same
+numbers as the library, readable errors for bad and oversized files, 20 concurrent API requests, the page in
+Chromium (no console errors, a score appears, a corrupt file gives a message, the batch table sorts and
+exports CSV, a video round trip), the Space's ``app.py`` and ROI validation. The Regions tab shows a notice
+until ``pipeline("region-quality")`` is part of the package.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from modeling_rsfiqa.app import (  # noqa: E402
     REGION_TASK,
     VIDEO_TASK,
     InputError,
-    QualityService,
     ServeLimits,
     _registered_tasks,
+    _task_default,
     parse_rois,
 )
 
@@ -64,8 +65,39 @@ def photos(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with serve(tmp_path_factory.mktemp("server")) as running:
+def video_model(tmp_path_factory) -> Path:
+    """A tiny random Q-CLIP folder (built from its preset, as the Q-CLIP tests do)."""
+    from modeling_rsfiqa.factory import create_model
+
+    model, processor = create_model("qclip-tiny")
+    folder = tmp_path_factory.mktemp("qclip") / "qclip-tiny"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """A 2 s clip panning over a photo (sharp, then blurring), and a file that is not a video."""
+    import skimage.data
+    from PIL import Image, ImageFilter
+    from qclip_testing import write_video
+
+    folder = tmp_path_factory.mktemp("clips")
+    photo = Image.fromarray(skimage.data.astronaut()).resize((256, 256))
+    frames = []
+    for i in range(48):
+        crop = photo.crop((2 * i, 40, 2 * i + 160, 160)).filter(ImageFilter.GaussianBlur(i / 12))
+        frames.append(np.asarray(crop))
+    clip = write_video(folder / "pan.mp4", num_frames=48, width=160, height=120, fps=24, frames=frames)
+    bad = folder / "broken.mp4"
+    bad.write_bytes(clip.read_bytes()[:600])  # the header and nothing else
+    return {"pan": clip, "broken": bad}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, video_model):
+    with serve(tmp_path_factory.mktemp("server"), "--video-model", str(video_model)) as running:
         yield running
 
 
@@ -129,6 +161,9 @@ def test_space_app_builds_the_same_app(space):
     api_names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
     assert {"score_image", "score_regions", "score_video"} <= api_names
     assert pipelines.image is not None
+    if not _task_default(VIDEO_TASK):  # as long as no video model ships, the tab says how to give one
+        assert pipelines.video is None
+        assert "--video-model DIR" in pipelines.unavailable[VIDEO_TASK]
 
 
 # ------------------------------------------------------------------------------------------------ the API
@@ -174,32 +209,38 @@ def test_upload_limits(client, space, tmp_path):
     huge = tmp_path / "huge.png"
     with open(huge, "wb") as f:
         f.truncate(51 * 2**20)
-    # Gradio's own cap (the largest kind served: images only here) stops it before the upload ...
-    assert client.config["max_file_size"] == 50 * 2**20
-    with pytest.raises(ValueError, match="exceeds the maximum file size of 52428800 bytes"):
+    # this server takes videos, so Gradio's cap is 1 GB and the image limit speaks for itself ...
+    assert client.config["max_file_size"] == 1024 * 2**20
+    with pytest.raises(AppError, match=r"huge\.png is 51\.0 MB: image files up to 50 MB are accepted"):
         client.predict(handle_file(str(huge)), api_name="/score_image")
-    # ... and each kind has its own limit and message behind it (the cap is 1 GB once videos are served)
-    service = QualityService(space["pipelines"], ServeLimits(image_max_mb=50, video_max_mb=1024))
-    with pytest.raises(InputError, match=r"^huge\.png is 51\.0 MB: image files up to 50 MB are accepted"):
-        service.load_image(str(huge))
+    # ... and a server without videos caps every upload at the image limit (Gradio refuses larger ones)
+    if space["pipelines"].video is None:
+        assert space["demo"].rsfiqa_upload_cap_mb == 50
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    with pytest.raises(InputError, match=r"^empty\.jpg is empty"):
-        service.load_image(str(empty))
+    with pytest.raises(AppError, match=r"empty\.jpg is empty"):
+        client.predict(handle_file(str(empty)), api_name="/score_image")
 
 
-def test_region_and_video_endpoints_until_their_pipelines_exist(client, photos, tmp_path):
-    tasks = _registered_tasks()
-    if REGION_TASK in tasks or VIDEO_TASK in tasks:
-        pytest.skip(
-            "region/video pipelines are registered: their round trips belong in the tests of those tabs"
-        )
+def test_region_endpoint_until_its_pipeline_exists(client, photos):
+    if REGION_TASK in _registered_tasks():
+        pytest.skip("region-quality is registered: its round trip belongs in the tests of the Regions tab")
     with pytest.raises(AppError, match="Region quality is not available on this server"):
         client.predict(handle_file(str(photos["cat"])), [[0, 0, 50, 50]], api_name="/score_regions")
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42")
-    with pytest.raises(AppError, match="Video quality is not available on this server"):
-        client.predict(handle_file(str(clip)), api_name="/score_video")
+
+
+def test_score_video_endpoint_matches_the_library(client, clips, video_model, photos):
+    from transformers import pipeline
+
+    result = client.predict(handle_file(str(clips["pan"])), api_name="/score_video")
+    expected = pipeline("video-quality", model=str(video_model))(str(clips["pan"]))
+    assert result["source"] == "pan.mp4" and result["model"] == "qclip-tiny"
+    assert result["score"] == pytest.approx(expected["score"], abs=1e-3)
+    assert result["frame_scores"] == pytest.approx(expected["frame_scores"], abs=1e-3)
+    assert result["frame_times"] == pytest.approx(expected["frame_times"], abs=1e-3)
+    assert len(result["frame_times"]) > 1 and result["frame_times"][-1] < 2.0
+    with pytest.raises(AppError, match=r"broken\.mp4 could not be read as a video"):
+        client.predict(handle_file(str(clips["broken"])), api_name="/score_video")
     with pytest.raises(AppError, match="Invalid file type"):  # Gradio checks the kind of file first
         client.predict(handle_file(str(photos["cat"])), api_name="/score_video")
 
@@ -341,19 +382,46 @@ def test_browser_image_tab(browser, server, client, photos, tmp_path):
         page.close()
 
 
-def test_browser_region_and_video_tabs(browser, server, tmp_path):
+def test_browser_video_tab(browser, server, client, clips, tmp_path):
+    from playwright.sync_api import expect
+
     page, problems = _open_page(browser, server)
     try:
-        tasks = _registered_tasks()
-        for tab, task, notice in (
-            ("Regions", REGION_TASK, "#regions-notice"),
-            ("Video", VIDEO_TASK, "#video-notice"),
-        ):
-            page.get_by_role("tab", name=tab).click()
-            if task in tasks:
-                pytest.skip(f"{task} is registered: its round trip belongs in the tests of that tab")
-            page.locator(notice).get_by_text("is not available on this server").wait_for(timeout=30_000)
-            _shoot(page, f"{tab.lower()}-tab", tmp_path)
+        page.get_by_role("tab", name="Video").click()
+        page.locator("#video-input input[type=file]").set_input_files(str(clips["pan"]))
+        summary = page.locator("#video-summary")
+        summary.get_by_text(re.compile(r"Score \d+\.\d")).wait_for(timeout=90_000)
+        api = client.predict(handle_file(str(clips["pan"])), api_name="/score_video")
+        assert float(re.search(r"Score (\d+\.\d)", summary.inner_text()).group(1)) == pytest.approx(
+            api["score"], abs=0.051
+        )
+        page.locator("#video-plot canvas, #video-plot svg").first.wait_for(timeout=30_000)
+        expect(page.locator("#video-frames img")).to_have_count(len(api["frame_times"]), timeout=30_000)
+        expect(page.locator("#video-frames")).to_contain_text(f"{api['frame_times'][1]:.2f} s")
+        _shoot(page, "video-tab", tmp_path)
+
+        page.locator("#video-input button[aria-label='Clear']").first.click()
+        page.locator("#video-input input[type=file]").set_input_files(str(clips["broken"]))
+        summary.get_by_text("Could not score").wait_for(timeout=60_000)
+        assert "broken.mp4 could not be read as a video" in summary.inner_text()
+        assert "Traceback" not in page.content()
+        assert problems == [], problems
+    finally:
+        page.close()
+
+
+def test_browser_regions_tab(browser, server, tmp_path):
+    page, problems = _open_page(browser, server)
+    try:
+        page.get_by_role("tab", name="Regions").click()
+        if REGION_TASK in _registered_tasks():
+            pytest.skip(
+                "region-quality is registered: its round trip belongs in the tests of the Regions tab"
+            )
+        page.locator("#regions-notice").get_by_text("is not available on this server").wait_for(
+            timeout=30_000
+        )
+        _shoot(page, "regions-tab", tmp_path)
         assert problems == [], problems
     finally:
         page.close()
