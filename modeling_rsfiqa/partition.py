@@ -14,7 +14,10 @@ Two partitioners share that contract:
 * :func:`superpixel_partition` -- scikit-image SLIC superpixels, merged to at most ``max_regions`` by
   colour similarity of adjacent regions: the offline stand-in when no SAM checkpoint is available.
 
-Both are deterministic and work for any input size (1xN strips to 4000x3000 photos): the partition is
+:func:`sam_prompt_masks` answers point prompts with the same SAM (encode once, decode every prompt): the
+ROIs SEAGULL users give as points become masks.
+
+Both partitioners are deterministic and work for any input size (1xN strips to 4000x3000 photos): the partition is
 computed on a working copy whose longest side is bounded and mapped back by nearest-neighbour.
 """
 
@@ -39,6 +42,7 @@ __all__ = [
     "resize_label_map",
     "region_summaries",
     "check_label_map",
+    "sam_prompt_masks",
     "work_shape",
     "partition_work_shape",
 ]
@@ -531,3 +535,60 @@ def region_summaries(
         for k in range(n)
         if counts[k] > 0
     ]
+
+
+def sam_prompt_masks(
+    sam_model: Any,
+    sam_image_processor: Any,
+    image: Image.Image,
+    prompts: list[dict[str, Any]],
+    output_size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks for point prompts with SAM: the image is encoded ONCE, every prompt is decoded against it.
+
+    ``prompts``: one dict per wanted mask, ``{"points": [[x, y], ...], "labels": [1, 0, ...]}`` in pixels of
+    ``image`` (labels: 1 = foreground, 0 = background; default all 1). For each prompt SAM's three candidate
+    masks are scored and the one with the highest predicted IoU is kept (segment-anything's
+    ``multimask_output`` recipe for ambiguous single points). Returns ``(masks (N, H, W) bool, iou (N,))`` at
+    ``output_size`` (default: the image size).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    image = image.convert("RGB")
+    oh, ow = image.height, image.width
+    out_h, out_w = output_size or (oh, ow)
+    if not prompts:
+        return np.zeros((0, out_h, out_w), dtype=bool), np.zeros((0,), dtype=np.float32)
+    device = next(sam_model.parameters()).device
+    dtype = next(sam_model.parameters()).dtype
+    inputs = sam_image_processor(images=image, return_tensors="pt")
+    rh, rw = (int(v) for v in inputs["reshaped_input_sizes"][0])
+    pad = sam_image_processor.pad_size
+    ph, pw = int(pad["height"]), int(pad["width"])
+    masks, ious = [], []
+    with torch.inference_mode():
+        embeddings = sam_model.get_image_embeddings(inputs["pixel_values"].to(device=device, dtype=dtype))
+        for prompt in prompts:
+            pts = np.asarray(prompt["points"], dtype=np.float64).reshape(-1, 2)
+            labels = np.asarray(prompt.get("labels", [1] * len(pts)), dtype=np.int64).reshape(-1)
+            if len(labels) != len(pts):
+                raise ValueError(f"{len(labels)} point labels for {len(pts)} points")
+            scaled = pts * np.array([rw / ow, rh / oh])
+            out = sam_model(
+                image_embeddings=embeddings,
+                input_points=torch.tensor(scaled, dtype=dtype, device=device).view(1, 1, -1, 2),
+                input_labels=torch.tensor(labels, device=device).view(1, 1, -1),
+                multimask_output=True,
+            )
+            logits = out.pred_masks[0, 0].float()  # (3, 256, 256) over the padded frame
+            iou = out.iou_scores[0, 0].float()
+            best = int(iou.argmax())
+            lh, lw = logits.shape[-2:]
+            logit = logits[best, : max(1, round(lh * rh / ph)), : max(1, round(lw * rw / pw))]
+            logit = F.interpolate(logit[None, None], (out_h, out_w), mode="bilinear", align_corners=False)[
+                0, 0
+            ]
+            masks.append((logit > 0).cpu().numpy())
+            ious.append(float(iou[best]))
+    return np.stack(masks), np.asarray(ious, dtype=np.float32)
