@@ -162,7 +162,13 @@ def cache_dirs(model, processor, cache_root: Path) -> tuple[Path, Path]:
         "image_std": c.image_std,
         "flip": True,
     }
-    region_settings = {**processor.partition_settings, "image_size": c.image_size, "label_scale": 2}
+    # the label maps' size follows the prefix map (twice its cells), so it depends on the prefix stage too
+    region_settings = {
+        **processor.partition_settings,
+        "image_size": c.image_size,
+        "label_scale": 2,
+        "label_size": list(label_map_size(model)),
+    }
     dirs = []
     for kind, settings in (("prefix", feature_settings), ("regions", region_settings)):
         key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
