@@ -77,11 +77,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--crop_cells", type=int, default=24, help="random crop of the stride-16 map (0 = none)")
     p.add_argument("--val_fraction", type=float, default=0.2)
+    p.add_argument(
+        "--split_seed",
+        type=int,
+        default=0,
+        help="validation split: names sorted, np.random.RandomState(split_seed).permutation, last val_fraction",
+    )
+    p.add_argument(
+        "--select_best",
+        type=int,
+        default=1,
+        help="1: keep the epoch with the best validation SRCC (optimistic figures); 0: keep the last epoch",
+    )
+    p.add_argument(
+        "--config_overrides",
+        default="",
+        help="preset fields to change, e.g. backbone_conv_head=true,head_hidden_size=128 (experiments)",
+    )
+    p.add_argument("--skip_pipeline_validation", action="store_true", help="experiments: no pipeline pass")
+    p.add_argument(
+        "--train_from_pixels",
+        action="store_true",
+        help="fine-tune the WHOLE backbone (no frozen prefix): images kept in memory, flip + crop in pixels, "
+        "synthetic groups distorted on the fly (several times slower than the cached-prefix recipe)",
+    )
     p.add_argument("--loss_weights", default="l1=1,plcc=1", help="CLIVE loss, e.g. l1=1,plcc=1,rank=1")
     p.add_argument(
         "--synthetic_dir",
         default=str(SHARED / "data" / "pristine"),
         help="clean photos: <dir>/cbsd68 trains the ranking, <dir>/kodak24 validates it",
+    )
+    p.add_argument(
+        "--synthetic_sets",
+        default="cbsd68",
+        help="folders of --synthetic_dir whose photos train the ranking (comma-separated, e.g. cbsd68,sun-hays80)",
     )
     p.add_argument("--synthetic_distortions", default=",".join(SYNTHETIC_DISTORTIONS))
     p.add_argument("--synthetic_weight", type=float, default=0.5, help="weight of the ranking loss (0 = off)")
@@ -102,8 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def split_indices(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    perm = np.random.RandomState(0).permutation(n)
+def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.RandomState(seed).permutation(n)
     cut = int(round((1 - val_fraction) * n))
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
@@ -133,7 +162,13 @@ def cache_dirs(model, processor, cache_root: Path) -> tuple[Path, Path]:
         "image_std": c.image_std,
         "flip": True,
     }
-    region_settings = {**processor.partition_settings, "image_size": c.image_size, "label_scale": 2}
+    # the label maps' size follows the prefix map (twice its cells), so it depends on the prefix stage too
+    region_settings = {
+        **processor.partition_settings,
+        "image_size": c.image_size,
+        "label_scale": 2,
+        "label_size": list(label_map_size(model)),
+    }
     dirs = []
     for kind, settings in (("prefix", feature_settings), ("regions", region_settings)):
         key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
@@ -242,7 +277,7 @@ class SyntheticGroups:
         self.rng = np.random.default_rng(seed + 1)
         self.levels = torch.tensor(LEVELS, dtype=torch.float32)
 
-    def sample(self, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n_groups: int) -> dict[str, torch.Tensor]:
         idx = self.rng.choice(len(self.feats), n_groups, replace=False)
         f, m = self.feats[idx].float(), self.maps[idx].long()  # (G, 6, C, h, w), (G, 6, 2h, 2w)
         if self.rng.integers(2):
@@ -252,7 +287,46 @@ class SyntheticGroups:
             y0, x0 = int(self.rng.integers(h - self.crop + 1)), int(self.rng.integers(w - self.crop + 1))
             f = f[..., y0 : y0 + self.crop, x0 : x0 + self.crop]
             m = m[..., 2 * y0 : 2 * (y0 + self.crop), 2 * x0 : 2 * (x0 + self.crop)]
-        return f.flatten(0, 1), m.flatten(0, 1)
+        return {"prefix_features": f.flatten(0, 1), "region_labels": m.flatten(0, 1)}
+
+
+def crop_pixels(x: torch.Tensor, y0: int, x0: int, cells: int, grid: int) -> torch.Tensor:
+    """The pixels under cells ``[y0, y0 + cells) x [x0, x0 + cells)`` of a ``grid x grid`` cell map."""
+    h, w = x.shape[-2:]
+    ch, cw = round(cells * h / grid), round(cells * w / grid)  # the same size for every crop
+    top, left = min(round(y0 * h / grid), h - ch), min(round(x0 * w / grid), w - cw)
+    return x[..., top : top + ch, left : left + cw]
+
+
+class SyntheticPixelGroups:
+    """``SyntheticGroups`` for whole-backbone fine-tuning: the 5 levels are made on the fly from the photo
+    (same deterministic distortions as the feature cache) and fed as pixels, with one shared crop."""
+
+    def __init__(self, photos, distortions, maps, grid: int, crop_cells: int, seed: int, normalize):
+        self.photos, self.distortions, self.maps = photos, distortions, maps
+        self.grid, self.crop, self.normalize = grid, crop_cells, normalize
+        self.rng = np.random.default_rng(seed + 1)
+        self.levels = torch.tensor(LEVELS, dtype=torch.float32)
+
+    def sample(self, n_groups: int) -> dict[str, torch.Tensor]:
+        from modeling_rsfiqa.distortions import distort
+
+        idx = self.rng.choice(len(self.photos) * len(self.distortions), n_groups, replace=False)
+        pixels, maps = [], []
+        for i in idx:
+            photo, d = divmod(int(i), len(self.distortions))
+            clean = self.photos[photo]
+            variants = [clean] + [distort(clean, self.distortions[d], lv, seed=0) for lv in LEVELS[1:]]
+            pixels.append(self.normalize(variants))
+            maps.append(self.maps[i].long())
+        x, m = torch.stack(pixels), torch.stack(maps)  # (G, 6, 3, H, W), (G, 6, 2g, 2g)
+        if self.rng.integers(2):
+            x, m = x.flip(-1), m.flip(-1)
+        if self.crop and self.crop < self.grid:
+            y0, x0 = (int(v) for v in self.rng.integers(self.grid - self.crop + 1, size=2))
+            x = crop_pixels(x, y0, x0, self.crop, self.grid)
+            m = m[..., 2 * y0 : 2 * (y0 + self.crop), 2 * x0 : 2 * (x0 + self.crop)]
+        return {"pixel_values": x.flatten(0, 1), "region_labels": m.flatten(0, 1)}
 
 
 class SyntheticRankTrainer(Trainer):
@@ -275,8 +349,7 @@ class SyntheticRankTrainer(Trainer):
         outputs = model(**inputs)
         loss = outputs.loss
         if model.training and self.synthetic is not None and self.synthetic_weight > 0:
-            feats, maps = self.synthetic.sample(self.synthetic_groups)
-            z = model(prefix_features=feats, region_labels=maps).logits.view(
+            z = model(**self.synthetic.sample(self.synthetic_groups)).logits.view(
                 self.synthetic_groups, len(LEVELS)
             )
             target = -self.synthetic.levels  # level 0 (clean) is best
@@ -299,9 +372,9 @@ def synthetic_order_accuracy(model, feats: torch.Tensor, maps: torch.Tensor) -> 
 class CachedPrefixDataset(torch.utils.data.Dataset):
     """Items ``{prefix_features, region_labels, labels}`` from the cache, with flip + crop when training."""
 
-    def __init__(self, feats, maps, mos, indices, train: bool, crop_cells: int, seed: int):
+    def __init__(self, feats, maps, mos, indices, train: bool, crop_cells: int, seed: int, flip: int = 0):
         self.feats, self.maps, self.mos, self.indices = feats, maps, mos, indices
-        self.train, self.crop = train, crop_cells
+        self.train, self.crop, self.flip = train, crop_cells, flip
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -309,7 +382,7 @@ class CachedPrefixDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         j = int(self.indices[i])
-        flip = int(self.rng.integers(2)) if self.train else 0
+        flip = int(self.rng.integers(2)) if self.train else self.flip
         f, m = self.feats[j, flip].float(), self.maps[j, flip].long()
         if self.train and self.crop and self.crop < f.shape[-1]:
             h, w = f.shape[-2:]
@@ -317,6 +390,33 @@ class CachedPrefixDataset(torch.utils.data.Dataset):
             f = f[:, y0 : y0 + self.crop, x0 : x0 + self.crop]
             m = m[2 * y0 : 2 * (y0 + self.crop), 2 * x0 : 2 * (x0 + self.crop)]
         return {"prefix_features": f, "region_labels": m, "labels": torch.tensor(float(self.mos[j]))}
+
+
+class PixelDataset(torch.utils.data.Dataset):
+    """Items ``{pixel_values, region_labels, labels}`` for whole-backbone fine-tuning: the processor's input
+    (uint8, model size) kept in memory, flip + crop (the same cells as :class:`CachedPrefixDataset`) in pixels."""
+
+    def __init__(
+        self, images, maps, mos, indices, train, crop_cells, seed, grid: int, normalize, flip: int = 0
+    ):
+        self.images, self.maps, self.mos, self.indices = images, maps, mos, indices
+        self.train, self.crop, self.grid, self.normalize, self.flip = train, crop_cells, grid, normalize, flip
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        j = int(self.indices[i])
+        flip = int(self.rng.integers(2)) if self.train else self.flip
+        x, m = self.normalize([self.images[j]])[0], self.maps[j, flip].long()
+        if flip:
+            x = x.flip(-1)
+        if self.train and self.crop and self.crop < self.grid:
+            y0, x0 = (int(v) for v in self.rng.integers(self.grid - self.crop + 1, size=2))
+            x = crop_pixels(x, y0, x0, self.crop, self.grid)
+            m = m[2 * y0 : 2 * (y0 + self.crop), 2 * x0 : 2 * (x0 + self.crop)]
+        return {"pixel_values": x, "region_labels": m, "labels": torch.tensor(float(self.mos[j]))}
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
@@ -381,11 +481,16 @@ def main(argv=None) -> None:
     rows = rows[: args.limit] if args.limit else rows
     files = [data_dir / r["file_name"] for r in rows]
     mos = np.array([float(r["mos"]) for r in rows], dtype=np.float32)
-    train_idx, val_idx = split_indices(len(files), args.val_fraction)
+    train_idx, val_idx = split_indices(len(files), args.val_fraction, args.split_seed)
     if args.full:
         train_idx, val_idx = np.arange(len(files)), np.array([], dtype=int)
 
-    model, processor = create_model("rsfiqa-mobile", pretrained_backbone=args.weights)
+    from modeling_rsfiqa.training_rsfiqa import parse_config_overrides
+
+    overrides = parse_config_overrides(args.config_overrides)
+    if args.train_from_pixels:
+        overrides["backbone_freeze_prefix"] = False
+    model, processor = create_model("rsfiqa-mobile", pretrained_backbone=args.weights, **overrides)
     model.config.label_mean = float(mos[train_idx].mean())
     model.config.label_std = float(mos[train_idx].std())
     model.config.backbone_pretrained = Path(args.weights).name
@@ -403,13 +508,18 @@ def main(argv=None) -> None:
         distortions = [d for d in args.synthetic_distortions.split(",") if d]
         pristine = Path(args.synthetic_dir)
         cache_root = Path(args.cache_dir or out / "cache")
-        train_photos = sorted((pristine / "cbsd68").glob("*.png"))[: args.limit]
+        train_photos = [
+            p
+            for name in args.synthetic_sets.split(",")
+            if name
+            for p in sorted((pristine / name).iterdir())[: args.limit]
+            if p.suffix.lower() in (".png", ".jpg", ".jpeg")
+        ]
         val_photos = sorted((pristine / "kodak24").glob("*.png"))[: args.limit]
-        synthetic = SyntheticGroups(
-            *build_synthetic_cache(model, processor, train_photos, distortions, cache_root, "train"),
-            args.crop_cells,
-            args.seed,
+        synthetic_feats, synthetic_maps = build_synthetic_cache(
+            model, processor, train_photos, distortions, cache_root, "train"
         )
+        synthetic = SyntheticGroups(synthetic_feats, synthetic_maps, args.crop_cells, args.seed)
         held_out = build_synthetic_cache(model, processor, val_photos, distortions, cache_root, "val")
         print(
             f"synthetic groups: {len(synthetic.feats)} train (cbsd68), {len(held_out[0])} held out (kodak24)"
@@ -417,11 +527,40 @@ def main(argv=None) -> None:
     cache_seconds = time.time() - t0
     processor.superpixel_work_size = inference_work_size
 
-    train_ds = CachedPrefixDataset(feats, maps, mos, train_idx, True, args.crop_cells, args.seed)
-    val_ds = CachedPrefixDataset(feats, maps, mos, val_idx, False, 0, args.seed) if len(val_idx) else None
+    if args.train_from_pixels:
+        height, width = model.config.image_size
+        grid = feats.shape[-1]  # the prefix map's cells: crops in pixels cover the same cells
+        del feats
+
+        def normalize(images) -> torch.Tensor:
+            return processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+        images = []
+        for f in tqdm(files, desc="images", unit="image"):  # CLIVE photos are 500x500 already
+            image = load_image_rgb(f)
+            images.append(image if image.size == (width, height) else image.resize((width, height)))
+        if synthetic is not None:
+            photos = [load_image_rgb(p).resize((width, height)) for p in train_photos]
+            synthetic = SyntheticPixelGroups(
+                photos, distortions, synthetic_maps, grid, args.crop_cells, args.seed, normalize
+            )
+        train_ds = PixelDataset(
+            images, maps, mos, train_idx, True, args.crop_cells, args.seed, grid, normalize
+        )
+        val_ds = (
+            PixelDataset(images, maps, mos, val_idx, False, 0, args.seed, grid, normalize)
+            if len(val_idx)
+            else None
+        )
+        flipped_val = PixelDataset(images, maps, mos, val_idx, False, 0, args.seed, grid, normalize, flip=1)
+        held_out = None  # its cached features come from the original prefix, which this run changes
+    else:
+        train_ds = CachedPrefixDataset(feats, maps, mos, train_idx, True, args.crop_cells, args.seed)
+        val_ds = CachedPrefixDataset(feats, maps, mos, val_idx, False, 0, args.seed) if len(val_idx) else None
+        flipped_val = CachedPrefixDataset(feats, maps, mos, val_idx, False, 0, args.seed, flip=1)
     steps_per_epoch = math.ceil(len(train_ds) / args.batch_size)
     total_steps = int(math.ceil(args.epochs * steps_per_epoch))
-    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    backbone = [p for m in model.backbone_modules() for p in m.parameters(recurse=False) if p.requires_grad]
     backbone_ids = {id(p) for p in backbone}
     new = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
     optimizer = torch.optim.AdamW(
@@ -437,7 +576,7 @@ def main(argv=None) -> None:
         eval_strategy="epoch" if val_ds else "no",
         save_strategy="epoch",
         save_total_limit=2,
-        load_best_model_at_end=val_ds is not None,
+        load_best_model_at_end=val_ds is not None and bool(args.select_best),
         metric_for_best_model="srcc",
         greater_is_better=True,
         logging_steps=10,
@@ -465,6 +604,18 @@ def main(argv=None) -> None:
     train_seconds = time.time() - t1
     metrics = trainer.evaluate() if val_ds else {}
     metrics = {k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, float)}
+    if val_ds is not None:
+        # the last epoch's figures (no choice made on the validation split) and flip averaging at test time
+        last = [h for h in trainer.state.log_history if "eval_srcc" in h]
+        if last:
+            metrics["last_epoch_srcc"], metrics["last_epoch_plcc"] = (
+                last[-1]["eval_srcc"],
+                last[-1]["eval_plcc"],
+            )
+        both = (trainer.predict(val_ds).predictions, trainer.predict(flipped_val).predictions)
+        averaged = np.mean([np.asarray(p[0] if isinstance(p, tuple) else p).reshape(-1) for p in both], 0)
+        flip_metrics = compute_iqa_metrics(averaged, mos[val_idx])
+        metrics["flip_tta_srcc"], metrics["flip_tta_plcc"] = flip_metrics["srcc"], flip_metrics["plcc"]
     if held_out is not None:
         metrics["synthetic_order_acc"] = synthetic_order_accuracy(model, *held_out)
     print(json.dumps(metrics, indent=2))
@@ -494,9 +645,13 @@ def main(argv=None) -> None:
         "label_std": model.config.label_std,
         "superpixel_work_size": processor.superpixel_work_size,
         "train_work_size": args.train_work_size,
+        "split_seed": args.split_seed,
+        "select_best": args.select_best,
+        "synthetic_sets": args.synthetic_sets,
+        "config_overrides": overrides,
         "command": "python examples/train_rsfiqa_mobile.py --output_dir outputs/rsfiqa-mobile --ship",
     }
-    if len(val_idx):
+    if len(val_idx) and not args.skip_pipeline_validation:
         info["pipeline_validation"] = pipeline_validation(final, [files[i] for i in val_idx], mos[val_idx])
         print("through the pipeline:", info["pipeline_validation"])
     (final / "training_summary.json").write_text(json.dumps({"metrics": metrics, **info}, indent=2))

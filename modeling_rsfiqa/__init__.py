@@ -19,6 +19,7 @@ from .modeling_rsfiqa import RSFIQAForQualityScoring, RSFIQAOutput, RSFIQAPreTra
 from .partition import SamRegionPartitioner, masks_to_label_map, superpixel_partition
 from .pipeline_rsfiqa import ImageQualityPipeline
 from .processing_rsfiqa import RSFIQAProcessor
+from .runtime import tune_cpu_allocator
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "load_image_rgb",
     "masks_to_label_map",
     "superpixel_partition",
+    "tune_cpu_allocator",
 ]
 
 AutoConfig.register(RSFIQAConfig.model_type, RSFIQAConfig, exist_ok=True)

@@ -288,6 +288,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path.cwd() / f"rsfiqa-eval-{Path(args.data).resolve().name}"
     out.mkdir(parents=True, exist_ok=True)
     model, processor, device = load_model(args.model, args.device, args.trust_remote_code)
+    if device.type == "cpu":  # this command owns its process: keep activation memory between batches
+        from .runtime import tune_cpu_allocator
+
+        tune_cpu_allocator()
 
     results: list[tuple[str, float, float]] = []
     skipped: list[tuple[str, str]] = []

@@ -27,8 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_score)
 
 
-def load_pipeline(model: str | None = None, threads: int | None = None):
-    """The image-quality pipeline for ``model`` (default: the packaged model), offline."""
+def load_pipeline(model: str | None = None, threads: int | None = None, tune_allocator: bool = True):
+    """The image-quality pipeline for ``model`` (default: the packaged model), offline.
+
+    ``tune_allocator``: raise glibc's malloc thresholds for this process (``runtime.tune_cpu_allocator``),
+    right for the command line, the demo and the web app, which own their process; library users get the
+    pipeline without it unless they ask."""
     import torch
     from transformers import pipeline
 
@@ -41,7 +45,7 @@ def load_pipeline(model: str | None = None, threads: int | None = None):
         raise FileNotFoundError(
             f"The default model is missing from this installation ({target}); pass --model DIR"
         )
-    return pipeline("image-quality", model=target)
+    return pipeline("image-quality", model=target, tune_allocator=tune_allocator)
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:

@@ -35,6 +35,10 @@ class RSFIQAConfig(PreTrainedConfig):
             ``__init__`` (weights are loaded after construction, as transformers v5 requires).
         backbone_freeze_bn: keep the backbone's batch-norm layers in eval mode while training (small
             IQA batches make batch statistics noisy).
+        backbone_conv_head: MobileNet / EfficientNet family only: after the last feature stage, also run the
+            classifier's final 1x1 convolution (timm ``conv_head`` + ``bn2``: 320 -> 1280 channels on
+            MobileNetV2, ImageNet weights loaded with the backbone's) and give its output to RSA as one more
+            stage. The last of ``backbone_out_indices`` must be the final stage.
         backbone_freeze_prefix: freeze the backbone up to and including the first stage RSA uses; that
             stage's output can then be computed once and cached (``encode_prefix`` / ``prefix_features``),
             which makes fine-tuning the remaining stages on a CPU several times cheaper.
@@ -84,6 +88,7 @@ class RSFIQAConfig(PreTrainedConfig):
     backbone_pretrained: str | None = None
     backbone_freeze_bn: bool = False
     backbone_freeze_prefix: bool = False
+    backbone_conv_head: bool = False
     inference_fuse_batchnorm: bool = True
     inference_batch_pixels: int = 131072
     image_size: list[int] = field(default_factory=lambda: [384, 384])

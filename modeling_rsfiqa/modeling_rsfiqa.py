@@ -287,6 +287,19 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             **(config.backbone_kwargs or {}),
         )
         self.stage_channels = list(self.backbone.feature_info.channels())
+        self.backbone_head = None
+        if getattr(config, "backbone_conv_head", False):
+            classifier = timm.create_model(
+                config.backbone_name, pretrained=False, **(config.backbone_kwargs or {})
+            )
+            conv_head = getattr(classifier, "conv_head", None)
+            if not isinstance(conv_head, nn.Conv2d) or conv_head.in_channels != self.stage_channels[-1]:
+                raise ValueError(
+                    f"backbone_conv_head: {config.backbone_name} has no 1x1 conv_head fed by its last feature stage "
+                    f"({self.stage_channels[-1]} channels; is the last of backbone_out_indices the final stage?)"
+                )
+            self.backbone_head = nn.Sequential(conv_head, classifier.bn2)
+            self.stage_channels.append(conv_head.out_channels)
         self._units, self._feature_units = _sequential_units(self.backbone)
         pool_factor = 2 if config.region_pooling == "mean_std" else 1
         visual_dim = pool_factor * sum(self.stage_channels)
@@ -305,6 +318,8 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             self.segmenter = SamModel(config.sam_config)
             self.segmenter.requires_grad_(False)
         foreign = list(self.backbone.modules())
+        if self.backbone_head is not None:
+            foreign += list(self.backbone_head.modules())
         if self.segmenter is not None:
             foreign += list(self.segmenter.modules())
         self._foreign_module_ids = {id(m) for m in foreign}
@@ -333,6 +348,17 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             **(self.config.backbone_kwargs or {}),
         )
         self.backbone.load_state_dict(donor.state_dict(), strict=True)
+        if (
+            self.backbone_head is not None
+        ):  # conv_head + bn2 live in the classifier, not the feature extractor
+            classifier = timm.create_model(
+                self.config.backbone_name,
+                pretrained=True,
+                pretrained_cfg_overlay=overlay,
+                **(self.config.backbone_kwargs or {}),
+            )
+            self.backbone_head[0].load_state_dict(classifier.conv_head.state_dict())
+            self.backbone_head[1].load_state_dict(classifier.bn2.state_dict())
 
     def load_pretrained_segmenter(self, name_or_path: str, **kwargs) -> None:
         """Load SAM weights (e.g. ``facebook/sam-vit-base``) into the region segmenter after construction."""
@@ -350,13 +376,18 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
         if self.segmenter is not None:
             self.segmenter.eval()
         if mode and self.config.backbone_freeze_bn:  # small IQA batches: keep ImageNet BN statistics
-            for m in self.backbone.modules():
+            for m in self.backbone_modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         if mode and self.config.backbone_freeze_prefix:
             for module in self._prefix_modules():
                 module.eval()
         return self
+
+    def backbone_modules(self) -> list[nn.Module]:
+        """Every module of the pretrained backbone (the conv_head stage included, when configured)."""
+        modules = list(self.backbone.modules())
+        return modules + (list(self.backbone_head.modules()) if self.backbone_head is not None else [])
 
     # -- frozen-prefix caching ---------------------------------------------------------------------
     def _prefix_modules(self) -> list[nn.Module]:
@@ -454,6 +485,8 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
                 feats = [torch.cat(stage) for stage in zip(*parts)]
             else:
                 feats = backbone(pixel_values)
+        if self.backbone_head is not None:
+            feats = [*feats, self.backbone_head(feats[-1])]
         out = []
         for f, c in zip(feats, self.stage_channels):
             if f.shape[1] != c and f.shape[-1] == c:  # NHWC backbones (e.g. Swin) -> NCHW

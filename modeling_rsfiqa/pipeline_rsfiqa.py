@@ -13,7 +13,7 @@ from transformers import Pipeline
 
 from .image_io import ImageLoadError, describe_source, load_image_reduced, load_image_rgb
 from .partition import partition_work_shape, region_summaries, resize_label_map
-from .runtime import tune_cpu_allocator
+from .runtime import ALLOCATOR_ENV, tune_cpu_allocator
 
 __all__ = ["ImageQualityPipeline"]
 
@@ -61,9 +61,11 @@ class ImageQualityPipeline(Pipeline):
     ``batch_size=N`` scores N images per model call: the backbone still runs image by image on CPU
     (``config.inference_batch_pixels``), the region attention and head run over the batch.
 
-    On CPU, creating the pipeline raises glibc's malloc thresholds for the process so that activation memory
-    is reused between calls instead of page-faulted in again (:func:`tune_cpu_allocator`; about 1.5x faster
-    at 500 px on 2 threads; ``RSFIQA_MALLOC_TUNING=0`` disables it).
+    The pipeline changes no process-wide state. Applications that own their process (the ``rsfiqa`` command
+    line, its demo and web app) may opt in to raising glibc's malloc thresholds, which keeps activation memory
+    between calls instead of page-faulting it in again: ``pipeline("image-quality", tune_allocator=True)``,
+    :func:`modeling_rsfiqa.tune_cpu_allocator`, or ``RSFIQA_MALLOC_TUNING=1`` in the environment (see
+    :mod:`modeling_rsfiqa.runtime`; ``RSFIQA_MALLOC_TUNING=0`` refuses it everywhere).
     """
 
     _load_processor = True
@@ -71,9 +73,11 @@ class ImageQualityPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tune_allocator: bool | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.device.type == "cpu":  # keep activation memory between calls (see runtime)
+        if tune_allocator is None:  # opt in from the environment; never by default (a process-wide change)
+            tune_allocator = os.environ.get(ALLOCATOR_ENV) == "1"
+        if tune_allocator and self.device.type == "cpu":
             tune_cpu_allocator()
 
     @property

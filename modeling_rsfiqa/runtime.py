@@ -6,6 +6,12 @@ page-faults its ~100 MB of activations in again: on 2 threads the MobileNetV2 ba
 took 45-55 ms instead of 30 ms. Raising glibc's mmap and trim thresholds keeps that memory in the process
 (resident size stays at the peak of one forward pass). This is the same remedy PyTorch's CPU performance
 guide gives with jemalloc/tcmalloc, done with ``mallopt`` so nothing has to be preloaded.
+
+It changes the allocator of the WHOLE process, so the library never does it unasked: creating
+``pipeline("image-quality")`` leaves malloc alone. Programs that own their process opt in: the ``rsfiqa``
+command line (score, demo, evaluate) and its web app call :func:`tune_cpu_allocator`; a user's program can
+call it too, pass ``tune_allocator=True`` to the pipeline, or set ``RSFIQA_MALLOC_TUNING=1`` (``=0`` refuses
+it everywhere, also where an application asks for it). ``benchmarks/bench_default.py`` prints both figures.
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ import logging
 import os
 import platform
 
-__all__ = ["tune_cpu_allocator"]
+__all__ = ["tune_cpu_allocator", "ALLOCATOR_ENV"]
 
 logger = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h
 _M_MMAP_THRESHOLD = -3
-_ENV_OPT_OUT = "RSFIQA_MALLOC_TUNING"
+#: environment variable: "1" = pipelines tune the allocator when created, "0" = never tune it
+ALLOCATOR_ENV = "RSFIQA_MALLOC_TUNING"
+_ENV_OPT_OUT = ALLOCATOR_ENV
 _state: dict[str, bool] = {}
 
 

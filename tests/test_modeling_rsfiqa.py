@@ -338,3 +338,48 @@ def test_cpu_inference_splits_large_batches_without_changing_results():
     assert model._inference_chunk(x) == 5
     model.eval()
     assert model._inference_chunk(x) == 5  # gradients on
+
+
+def test_conv_head_stage_feeds_rsa_and_trains(tmp_path):
+    """backbone_conv_head: the classifier's 1x1 conv_head (+ bn2) after the last stage is one more RSA stage."""
+    torch.manual_seed(0)
+    config = tiny_config(use_region_descriptions=False, backbone_out_indices=[3, 4], backbone_conv_head=True)
+    model = RSFIQAForQualityScoring(config)
+    assert model.stage_channels == [48, 64, 256]
+    x = torch.randn(2, 3, *config.image_size)
+    labels = make_region_labels(config, 2)
+    out = model(pixel_values=x, region_labels=labels, labels=torch.tensor([30.0, 70.0]))
+    out.loss.backward()
+    assert (
+        model.backbone_head[0].weight.grad is not None and model.backbone_head[0].weight.grad.abs().sum() > 0
+    )
+    model.eval()
+    with torch.no_grad():
+        fast = model(pixel_values=x, region_labels=labels).score  # folded backbone + head
+        prefix = model(prefix_features=model.encode_prefix(x), region_labels=labels).score
+    torch.testing.assert_close(prefix, fast, atol=1e-4, rtol=1e-4)
+    model.save_pretrained(tmp_path)
+    reloaded = RSFIQAForQualityScoring.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=x, region_labels=labels).score, fast)
+    model.config.backbone_freeze_bn = True
+    model.train()
+    assert not model.backbone_head[1].training  # its batch norm follows backbone_freeze_bn
+    with pytest.raises(ValueError, match="conv_head"):
+        RSFIQAForQualityScoring(tiny_config(backbone_out_indices=[2, 3], backbone_conv_head=True))
+
+
+def test_conv_head_weights_load_with_the_backbone(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    classifier = timm.create_model("test_efficientnet", pretrained=False)
+    weights = tmp_path / "test_efficientnet.safetensors"
+    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(weights))
+    config = tiny_config(use_region_descriptions=False, backbone_out_indices=[3, 4], backbone_conv_head=True)
+    model = RSFIQAForQualityScoring(config)
+    model.load_pretrained_backbone(str(weights))
+    torch.testing.assert_close(model.backbone_head[0].weight, classifier.conv_head.weight)
+    torch.testing.assert_close(model.backbone_head[1].running_var, classifier.bn2.running_var)
+    torch.testing.assert_close(model.backbone.conv_stem.weight, classifier.conv_stem.weight)

@@ -213,3 +213,31 @@ def test_regions_of_the_work_map_are_reported_in_image_pixels(iqa):
     expected = region_summaries(out["region_map"])
     assert [r["box"] for r in out["regions"]] == [s["box"] for s in expected]
     assert [r["area"] for r in out["regions"]] == pytest.approx([s["area"] for s in expected])
+
+
+def test_creating_a_pipeline_leaves_the_allocator_alone_unless_asked(monkeypatch):
+    """No process-wide side effect by default: malloc is tuned only on request (argument or environment)."""
+    from modeling_rsfiqa import pipeline_rsfiqa
+
+    calls = []
+    monkeypatch.setattr(pipeline_rsfiqa, "tune_cpu_allocator", lambda: calls.append(1) or True)
+    monkeypatch.delenv("RSFIQA_MALLOC_TUNING", raising=False)
+    pipeline("image-quality", model=str(FIXTURE_DIR))
+    assert calls == []
+    pipeline("image-quality", model=str(FIXTURE_DIR), tune_allocator=True)
+    assert calls == [1]
+    monkeypatch.setenv("RSFIQA_MALLOC_TUNING", "1")
+    pipeline("image-quality", model=str(FIXTURE_DIR))
+    assert calls == [1, 1]
+    pipeline("image-quality", model=str(FIXTURE_DIR), tune_allocator=False)
+    assert calls == [1, 1]
+
+
+def test_command_line_pipeline_tunes_the_allocator(monkeypatch):
+    from modeling_rsfiqa import cli_score, pipeline_rsfiqa
+
+    calls = []
+    monkeypatch.setattr(pipeline_rsfiqa, "tune_cpu_allocator", lambda: calls.append(1) or True)
+    monkeypatch.delenv("RSFIQA_MALLOC_TUNING", raising=False)
+    cli_score.load_pipeline(str(FIXTURE_DIR))
+    assert calls == [1]
