@@ -15,12 +15,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["list_presets", "preset_config", "create_model", "preset_dirs", "FAMILIES"]
+__all__ = [
+    "list_presets",
+    "preset_config",
+    "create_model",
+    "preset_dirs",
+    "preset_family",
+    "create_qclip_model",
+    "qclip_preset_config",
+    "FAMILIES",
+]
 
 #: model_type -> (config module, config class, ``module.function`` creating ``(model, processor)``; called as
 #: ``fn(folder_or_none, config_or_none, pretrained_backbone, backend)``; None: RSFIQA, handled here)
 FAMILIES: dict[str, tuple[str, str, str | None]] = {
     "rsfiqa": ("configuration_rsfiqa", "RSFIQAConfig", None),
+    "qclip": ("configuration_qclip", "QCLIPConfig", None),  # create_qclip_model (dispatched first)
     "seagull": ("configuration_seagull", "SeagullConfig", "modeling_seagull.create_seagull_model"),
     "seagull_region": (
         "configuration_seagull",
@@ -67,6 +77,8 @@ def preset_config(name_or_path: str | os.PathLike, **overrides) -> Any:
     """Config from a preset name, a JSON file or a saved model folder; ``overrides`` replace fields.
 
     The JSON's ``model_type`` picks the config class (:data:`FAMILIES`; RSFIQA when absent)."""
+    if preset_family(name_or_path) == "qclip":
+        return qclip_preset_config(name_or_path, **overrides)
     path = Path(name_or_path)
     if path.is_dir():
         config = _load_config(path / "config.json")
@@ -103,8 +115,20 @@ def create_model(
     ``pretrained_backbone``: False (random), True (``config.backbone_pretrained``) or a weights file. A saved
     folder loads its trained weights and processor with ``from_pretrained``.
     """
+    if preset_family(name_or_path) == "qclip":
+        return create_qclip_model(
+            name_or_path,
+            pretrained_vlm=pretrained_backbone,
+            tokenizer=overrides.pop("tokenizer", None),
+            **overrides,
+        )
     path = Path(name_or_path)
-    model_type = _json_model_type(path / "config.json" if path.is_dir() else _preset_file(name_or_path))
+    preset_file = _preset_file(name_or_path)
+    if preset_file is None and not path.is_dir():
+        raise FileNotFoundError(
+            f"No preset, JSON file or model folder {str(name_or_path)!r}; presets: {list_presets()}"
+        )
+    model_type = _json_model_type(preset_file) if preset_file is not None else "rsfiqa"
     _config_class(model_type)  # unknown families fail here
     if FAMILIES[model_type][2] is not None:
         creator = _sibling(FAMILIES[model_type][2])
@@ -134,13 +158,95 @@ def create_model(
     return model, RSFIQAProcessor.from_model_config(config, backend=backend)
 
 
-def _preset_file(name_or_path: str | os.PathLike) -> Path:
+# ----------------------------------------------------------------------------------------------------------
+# Q-CLIP (video quality): the same entry point, dispatched on the preset's model_type
+# ----------------------------------------------------------------------------------------------------------
+def _preset_file(name_or_path: str | os.PathLike) -> Path | None:
     path = Path(name_or_path)
+    if path.is_dir():
+        return path / "config.json" if (path / "config.json").is_file() else None
     if path.suffix == ".json" and path.is_file():
         return path
     for d in preset_dirs():
-        if (d / f"{name_or_path}.json").is_file():
-            return d / f"{name_or_path}.json"
-    raise FileNotFoundError(
-        f"No preset, JSON file or model folder {str(name_or_path)!r}; presets: {list_presets()}"
-    )
+        candidate = d / f"{name_or_path}.json"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def preset_family(name_or_path: str | os.PathLike) -> str:
+    """``"qclip"`` or ``"rsfiqa"`` (the ``model_type`` of a preset, JSON file or saved folder; default rsfiqa)."""
+    import json
+
+    path = _preset_file(name_or_path)
+    if path is None:
+        return "rsfiqa"
+    try:
+        model_type = json.loads(path.read_text()).get("model_type")
+    except (OSError, ValueError):
+        return "rsfiqa"
+    return "qclip" if model_type == "qclip" else "rsfiqa"
+
+
+def qclip_preset_config(name_or_path: str | os.PathLike, **overrides):
+    """:class:`QCLIPConfig` from a preset name, a JSON file or a saved folder; ``overrides`` replace fields."""
+    from .configuration_qclip import QCLIPConfig
+
+    path = _preset_file(name_or_path)
+    if path is None:
+        raise FileNotFoundError(f"No Q-CLIP preset, JSON file or model folder {str(name_or_path)!r}")
+    config = QCLIPConfig.from_json_file(str(path))
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"QCLIPConfig has no field {key!r}")
+        setattr(config, key, value)
+    config.validate_qclip()
+    return config
+
+
+def qclip_tokenizer(config):
+    """The tokenizer a Q-CLIP config names: ``"prompt-vocabulary"`` (built in code) or a folder / Hub id."""
+    from .processing_qclip import prompt_vocabulary_tokenizer
+
+    name = config.tokenizer_name_or_path
+    text_config = getattr(config.vlm_config, "text_config", None)
+    max_length = getattr(text_config, "max_position_embeddings", None) or 77
+    if name == "prompt-vocabulary" or name is None:
+        words = sorted({w for prompt in config.prompts for w in prompt.split()})
+        return prompt_vocabulary_tokenizer(words, model_max_length=max_length)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name, model_max_length=max_length)
+
+
+def create_qclip_model(
+    name_or_path: str | os.PathLike, pretrained_vlm: bool | str = False, tokenizer=None, **overrides
+):
+    """``(model, processor)`` of Q-CLIP for a preset, a config JSON or a saved folder.
+
+    ``pretrained_vlm``: False (random towers), True (``config.vlm_name_or_path``) or a source (transformers
+    folder / Hub id, or a PE-Core ``.pt`` file). ``tokenizer``: overrides ``config.tokenizer_name_or_path``.
+    The prompt fields are (re)tokenised whenever they are missing or the prompt settings are overridden.
+    """
+    from .modeling_qclip import QCLIPForVideoQualityScoring
+    from .processing_qclip import QCLIPProcessor
+
+    path = Path(name_or_path)
+    if path.is_dir() and (path / "config.json").is_file() and not overrides:
+        model = QCLIPForVideoQualityScoring.from_pretrained(path)
+        try:
+            processor = QCLIPProcessor.from_pretrained(path)
+        except (OSError, ValueError, TypeError):
+            processor = QCLIPProcessor.from_model_config(
+                model.config, tokenizer or qclip_tokenizer(model.config)
+            )
+        return model, processor
+    config = qclip_preset_config(name_or_path, **overrides)
+    processor = QCLIPProcessor.from_model_config(config, tokenizer or qclip_tokenizer(config))
+    prompt_fields = {"level_words", "prompt_template", "context_token", "num_context_tokens"}
+    if config.prompt_input_ids is None or tokenizer is not None or prompt_fields & set(overrides):
+        processor.fill_prompt_fields(config)
+    model = QCLIPForVideoQualityScoring(config)
+    if pretrained_vlm:
+        model.load_pretrained_vlm(pretrained_vlm if isinstance(pretrained_vlm, str) else None)
+    return model, processor

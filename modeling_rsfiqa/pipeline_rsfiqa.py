@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import numpy as np
+import torch
 from transformers import Pipeline
 
 from .image_io import ImageLoadError, describe_source, load_image_rgb
@@ -45,6 +46,10 @@ class ImageQualityPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.device.type == "cpu":  # keep activation memory between calls (see runtime)
             tune_cpu_allocator()
+
+    def get_inference_context(self):
+        # no autograd bookkeeping at all (``no_grad`` still tracks versions and views)
+        return torch.inference_mode
 
     def _sanitize_parameters(
         self,

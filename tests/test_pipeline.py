@@ -159,3 +159,21 @@ def test_cpu_allocator_tuning_respects_the_environment(monkeypatch):
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert runtime.tune_cpu_allocator() is expected
     assert runtime.tune_cpu_allocator() is expected  # idempotent
+
+
+def test_batched_results_equal_single_results(iqa, tmp_path):
+    """pipeline(list, batch_size=...) gives what one call per image gives (sizes differ inside a batch)."""
+    paths = []
+    for i, (h, w) in enumerate([(40, 56), (64, 64), (33, 90), (80, 48), (40, 56)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(random_image(h, w, seed=i)).save(paths[-1])
+    single = [iqa(str(p)) for p in paths]
+    for batch_size in (2, 8):
+        batched = iqa([str(p) for p in paths], batch_size=batch_size)
+        for a, b in zip(single, batched, strict=True):
+            assert b["score"] == pytest.approx(a["score"], abs=1e-4)
+            assert b["size"] == a["size"] and b["source"] == a["source"]
+            assert [r["box"] for r in b["regions"]] == [r["box"] for r in a["regions"]]
+            np.testing.assert_allclose(b["attention_map"], a["attention_map"], atol=1e-5)
+            for ra, rb in zip(a["regions"], b["regions"], strict=True):
+                assert rb["score"] == pytest.approx(ra["score"], abs=1e-4)
