@@ -150,3 +150,12 @@ AutoModel.register(SeagullRegionConfig, SeagullForRegionQuality, exist_ok=True)
 SeagullForConditionalGeneration.register_for_auto_class("AutoModel")
 SeagullForRegionQuality.register_for_auto_class("AutoModel")
 SeagullImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+from .pipeline_seagull import RegionQualityPipeline  # noqa: E402
+
+__all__ += ["RegionQualityPipeline"]
+
+# no shipped default yet: pipeline("region-quality", model=FOLDER); the small ROI model becomes the default later
+PIPELINE_REGISTRY.register_pipeline(
+    "region-quality", pipeline_class=RegionQualityPipeline, pt_model=AutoModel, type="multimodal"
+)

@@ -94,6 +94,10 @@ class SeagullConfig(PreTrainedConfig):
         tokenizer_name_or_path: where ``create_model`` finds the tokenizer (None: a small BPE tokenizer is
         trained in code on the SEAGULL prompts, for tests and tiny presets);
         image_token / global_token / local_token and their ids (set from the tokenizer).
+    LoRA (``seagull/train/train.py``): lora_r (0 = none; 64 in the reference), lora_alpha (16), lora_dropout
+        (0.05) on every linear layer of the LLM except ``lm_head`` (never the projector, vision tower or MFE);
+        lora_target: the module regex (None: found from the LLM's linear layers and saved here when injected).
+        The adapter is injected after ``post_init`` and is part of the model's weights.
     Words and prompts: distortion_types, quality_level_words, importance_level_words, severity_words,
         system_prompt, region_preamble, questions, answer_templates (see the module constants).
     """
@@ -136,6 +140,11 @@ class SeagullConfig(PreTrainedConfig):
     image_token_id: int | None = None
     global_token_id: int | None = None
     local_token_id: int | None = None
+    # LoRA
+    lora_r: int = 0
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target: str | None = None
     # words and prompts
     distortion_types: list[str] = field(default_factory=lambda: list(SEAGULL_DISTORTION_TYPES))
     quality_level_words: list[str] = field(default_factory=lambda: list(QUALITY_LEVEL_WORDS))

@@ -26,6 +26,7 @@ per-type severity (the small ROI model).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,6 +301,9 @@ class SeagullPreTrainedModel(PreTrainedModel):
         # timm initialises its vision tower and the LLM its own weights; only our layers are set here
         if id(module) in getattr(self, "_foreign_module_ids", ()):
             return
+        if id(module) in getattr(self, "_lora_b_ids", ()):  # a LoRA B missing from a checkpoint: a no-op
+            nn.init.zeros_(module.weight)
+            return
         super()._init_weights(module)
 
     def _freeze_vision_tower(self) -> None:
@@ -357,6 +361,7 @@ def _check_roi_inputs(
 # ----------------------------------------------------------------------------------------------------------
 # the paper's model
 # ----------------------------------------------------------------------------------------------------------
+LORA_ADAPTER = "seagull"
 #: inputs that exist once per image / ROI (not per sequence): not expanded for beam search / sampling
 _PER_IMAGE_OR_ROI = ("pixel_values", "roi_masks", "roi_pixel_values", "roi_image_index")
 _MULTIMODAL = _PER_IMAGE_OR_ROI + ("sequence_image_index", "sequence_roi_index")
@@ -383,9 +388,62 @@ class SeagullForConditionalGeneration(SeagullPreTrainedModel, GenerationMixin):
         self._foreign_module_ids = {id(m) for m in self.vision_tower.modules()} | {
             id(m) for m in self.language_model.modules()
         }
+        self._lora_b_ids: set[int] = set()
         self._vision_frozen = True
         self.post_init()
         self._freeze_vision_tower()
+        if config.lora_r > 0:  # after post_init (v5 re-initialises modules not flagged as initialised)
+            self.add_lora()
+
+    # -- LoRA ----------------------------------------------------------------------------------------------
+    def lora_target_regex(self) -> str:
+        """Every linear layer of the LLM but ``lm_head`` (the reference's ``find_all_linear_names`` without the
+        multimodal modules), as one regex over module names."""
+        head = self.language_model.get_output_embeddings()
+        leaves = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, m in self.language_model.named_modules()
+                if isinstance(m, nn.Linear) and m is not head
+            }
+        )
+        if not leaves:
+            raise ValueError("the LLM has no linear layers to adapt")
+        return rf"language_model\..*\.({'|'.join(map(re.escape, leaves))})"
+
+    def add_lora(self, train_mfe: bool = True, train_projector: bool = True) -> None:
+        """Inject peft LoRA (``config.lora_r/alpha/dropout``) into the LLM and freeze its base weights; the MFE
+        and the projector stay trainable (as in the reference's instruction tuning), the vision tower frozen."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if self.config.lora_r <= 0:
+            raise ValueError("set config.lora_r > 0 to add LoRA")
+        self.config.lora_target = self.config.lora_target or self.lora_target_regex()
+        lora = LoraConfig(
+            r=self.config.lora_r,
+            lora_alpha=self.config.lora_alpha,
+            lora_dropout=self.config.lora_dropout,
+            target_modules=self.config.lora_target,
+            bias="none",
+        )
+        inject_adapter_in_model(lora, self, adapter_name=LORA_ADAPTER)
+        for name, p in self.named_parameters():
+            p.requires_grad_("lora_" in name)
+        self.mask_extractor.requires_grad_(train_mfe)
+        self.multi_modal_projector.requires_grad_(train_projector)
+        with torch.no_grad():  # B = 0: the adapter starts as an exact no-op
+            for module in self.modules():
+                lora_b = getattr(module, "lora_B", None)
+                if (
+                    isinstance(lora_b, nn.ModuleDict)
+                    and LORA_ADAPTER in lora_b
+                    and not lora_b[LORA_ADAPTER].weight.is_meta
+                ):
+                    lora_b[LORA_ADAPTER].weight.zero_()
+                    self._lora_b_ids.add(id(lora_b[LORA_ADAPTER]))
+
+    def lora_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if "lora_" in n}
 
     # -- embeddings plumbing (resize_token_embeddings, tying, generate) ------------------------------------
     def get_input_embeddings(self) -> nn.Module:

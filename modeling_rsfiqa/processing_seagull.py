@@ -446,6 +446,7 @@ class SeagullProcessor(ProcessorMixin):
         sam_model: Any = None,
         skip_errors: bool = False,
         padding_side: str | None = None,
+        image_names: Sequence[str] | None = None,
         return_tensors: str | None = "pt",
         **kwargs: Any,
     ) -> BatchFeature:
@@ -460,6 +461,7 @@ class SeagullProcessor(ProcessorMixin):
             answers: training targets, one per sequence (adds ``labels``; right padding).
             sam_model: SAM for point-prompt ROIs. skip_errors: leave bad ROIs out (see ``roi_errors``).
             padding_side: ``"left"`` (default without answers: generation) or ``"right"``.
+            image_names: how errors name the images (default: the path, or a description of the object).
         """
         if images is None:
             raise ValueError("SeagullProcessor needs `images`")
@@ -473,7 +475,7 @@ class SeagullProcessor(ProcessorMixin):
         if len(region_lists) != len(image_list):
             raise ValueError(f"got {len(region_lists)} ROI lists for {len(image_list)} images")
 
-        names = [describe_source(im) for im in image_list]
+        names = list(image_names) if image_names is not None else [describe_source(im) for im in image_list]
         rgb = [load_image_rgb(im) for im in image_list]
         grid = self.image_size // self.mask_stride
         roi_masks, crops, roi_image, boxes, areas, roi_input_index, errors = [], [], [], [], [], [], []
@@ -646,7 +648,10 @@ def _tokenizer_corpus(config: Any) -> list[str]:
         for w in config.severity_words:
             lines.append(config.answer_templates["distortion"].format(distortions=f"{t} ({w}) and {t} ({w})"))
     lines.append(config.answer_templates["no_distortion"])
-    return lines * 4
+    # the words that are scored or parsed become whole tokens (distinct first sub-tokens)
+    words = [*config.quality_level_words, *config.importance_level_words, *config.severity_words]
+    words += list(config.distortion_types)
+    return lines * 4 + [" ".join(f" {w}" for w in words)] * 60
 
 
 def build_seagull_tokenizer(config: Any = None, vocab_size: int = 400) -> Any:

@@ -1,0 +1,333 @@
+"""Instruction tuning of SEAGULL (``examples/train_seagull.py``, the generative-model test).
+
+* :func:`synthetic_roi_samples`: images with several ROIs (boxes and blobs), ONE of them distorted inside the
+  ROI only with a SEAGULL type (blur, colorfulness, compression, contrast, exposure, noise; several
+  implementations each, from ``distortions``) at a known level; the others stay clean. Labels per ROI: the
+  type and severity (known from the synthesis), quality and importance as level indices derived from them
+  (a stand-in: the SEAGULL-100w labels come from a full-reference metric; the ``seagull-data`` dataset
+  builder produces those and can be fed to the same collator).
+* :func:`roi_instructions`: per ROI the reference's three questions and their answers (level words, the
+  distortion list with severity words).
+* :class:`SeagullInstructionCollator`: a batch of images + ROIs + questions + answers -> processor outputs with
+  ``labels`` for ``transformers.Trainer`` (each image encoded once for all of its ROIs).
+* :func:`distortion_type_accuracy`: greedy answers to the distortion question on held-out ROIs, parsed with
+  ``level_scoring.parse_distortions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import Trainer
+
+from .level_scoring import parse_distortions
+
+__all__ = [
+    "SEAGULL_TYPE_DISTORTIONS",
+    "RoiSample",
+    "synthetic_roi_samples",
+    "roi_instructions",
+    "SeagullInstructionCollator",
+    "distortion_type_accuracy",
+    "samples_from_rows",
+    "SeagullTrainer",
+    "seagull_model_card_text",
+]
+
+#: SEAGULL distortion type -> implementations in ``distortions`` (varied, so no single one is learnt)
+SEAGULL_TYPE_DISTORTIONS: dict[str, list[str]] = {
+    "blur": ["gaussian_blur", "lens_blur", "motion_blur"],
+    "colorfulness": ["color_saturation_decrease", "color_saturation_increase"],
+    "compression": ["jpeg", "jpeg2000"],
+    "contrast": ["contrast_change"],
+    "exposure": ["brighten", "darken"],
+    "noise": ["white_noise", "white_noise_color", "impulse_noise"],
+}
+
+
+@dataclass
+class RoiSample:
+    """One image and its ROIs. Per ROI: ``severities`` ``{type: level 1..5}`` (empty = clean), ``quality`` and
+    ``importance`` as level indices (0 = worst / least important .. 4)."""
+
+    image: np.ndarray
+    rois: list[Any]
+    severities: list[dict[str, int]] = field(default_factory=list)
+    quality: list[int] = field(default_factory=list)
+    importance: list[int] = field(default_factory=list)
+
+
+def _random_box(rng: np.random.Generator, h: int, w: int, min_frac: float, max_frac: float) -> list[int]:
+    bw = int(w * rng.uniform(min_frac, max_frac))
+    bh = int(h * rng.uniform(min_frac, max_frac))
+    x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+    return [x0, y0, x0 + bw, y0 + bh]
+
+
+def _blob(rng: np.random.Generator, box: list[int], h: int, w: int) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx, ry, rx = (y0 + y1) / 2, (x0 + x1) / 2, max(1.0, (y1 - y0) / 2), max(1.0, (x1 - x0) / 2)
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def synthetic_roi_samples(
+    photos: Sequence[Any],
+    n: int,
+    seed: int = 0,
+    size: int = 96,
+    rois_per_image: int = 2,
+    levels: Sequence[int] = (1, 2, 3, 4, 5),
+    types: Sequence[str] | None = None,
+    roi_fraction: tuple[float, float] = (0.35, 0.6),
+) -> list[RoiSample]:
+    """``n`` samples: a random ``size x size`` crop of a photo, ``rois_per_image`` non-identical ROIs (boxes or
+    ellipse masks), the first ROI distorted inside itself only (type and level drawn uniformly), the rest
+    clean. Deterministic for ``seed``."""
+    from .distortions import distort
+    from .image_io import load_image_rgb
+
+    rng = np.random.default_rng(seed)
+    types = list(types or SEAGULL_TYPE_DISTORTIONS)
+    pics = [np.asarray(load_image_rgb(p)) for p in photos]
+    samples = []
+    for _ in range(n):
+        pic = pics[int(rng.integers(len(pics)))]
+        scale = size / min(pic.shape[:2]) * rng.uniform(1.0, 2.0)
+        small = np.asarray(
+            Image.fromarray(pic).resize(
+                (max(size, round(pic.shape[1] * scale)), max(size, round(pic.shape[0] * scale))),
+                Image.BICUBIC,
+            )
+        )
+        y, x = (
+            int(rng.integers(0, small.shape[0] - size + 1)),
+            int(rng.integers(0, small.shape[1] - size + 1)),
+        )
+        image = small[y : y + size, x : x + size].copy()
+        rois, severities, quality, importance = [], [], [], []
+        for k in range(rois_per_image):
+            box = _random_box(rng, size, size, *roi_fraction)
+            roi = _blob(rng, box, size, size) if rng.random() < 0.5 else box
+            mask = roi if isinstance(roi, np.ndarray) else _box_mask(box, size)
+            if k == 0:
+                t = types[int(rng.integers(len(types)))]
+                name = SEAGULL_TYPE_DISTORTIONS[t][int(rng.integers(len(SEAGULL_TYPE_DISTORTIONS[t])))]
+                level = int(levels[int(rng.integers(len(levels)))])
+                distorted = np.asarray(load_image_rgb(distort(image, name, level, int(rng.integers(2**31)))))
+                image = np.where(mask[..., None], distorted, image)
+                severities.append({t: level})
+                quality.append(max(0, 4 - level))  # level 1 -> good ... level 4, 5 -> bad
+                area = float(mask.mean())
+                importance.append(int(np.clip(round(level * area * 2.5), 0, 4)))
+            else:
+                severities.append({})
+                quality.append(4)
+                importance.append(0)
+            rois.append(roi)
+        samples.append(RoiSample(image, rois, severities, quality, importance))
+    return samples
+
+
+def _box_mask(box: list[int], size: int) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=bool)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def roi_instructions(sample: RoiSample, processor: Any, questions: Sequence[str]) -> list[str]:
+    """The answers to ``questions`` for every ROI of ``sample`` (ROI-major, as the processor orders them)."""
+    answers = []
+    for r in range(len(sample.rois)):
+        for q in questions:
+            if q == "distortion":
+                answers.append(processor.format_answer("distortion", severities=sample.severities[r]))
+            elif q == "quality":
+                answers.append(
+                    processor.format_answer("quality", processor.quality_level_words[sample.quality[r]])
+                )
+            elif q == "importance":
+                words = processor.importance_level_words
+                answers.append(processor.format_answer("importance", words[sample.importance[r]]))
+            else:
+                raise ValueError(f"no answer for question {q!r}")
+    return answers
+
+
+class SeagullInstructionCollator:
+    """``[RoiSample, ...]`` -> a training batch (``labels`` on the answers only); every image is encoded once
+    for all of its ROIs and questions."""
+
+    def __init__(self, processor: Any, questions: Sequence[str] = ("quality", "importance", "distortion")):
+        self.processor = processor
+        self.questions = list(questions)
+
+    def __call__(self, samples: Sequence[RoiSample]) -> dict[str, torch.Tensor]:
+        answers = [a for s in samples for a in roi_instructions(s, self.processor, self.questions)]
+        batch = self.processor(
+            [s.image for s in samples], [s.rois for s in samples], questions=self.questions, answers=answers
+        )
+        keys = list(self.processor.model_input_names) + ["labels"]
+        return {k: batch[k] for k in keys}
+
+
+@torch.no_grad()
+def distortion_type_accuracy(
+    model: Any, processor: Any, samples: Sequence[RoiSample], batch_size: int = 8, max_new_tokens: int = 24
+) -> dict[str, Any]:
+    """Greedy answers to the distortion question for the distorted ROI of each sample; the answer's first
+    parsed type vs the true one. Returns ``accuracy``, ``chance`` (1 / number of types), answers and labels."""
+    model.eval()
+    truth, predicted, texts = [], [], []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        batch = processor([s.image for s in chunk], [s.rois[:1] for s in chunk], questions="distortion")
+        inputs = {k: batch[k] for k in processor.model_input_names}
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+        decoded = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        for s, text in zip(chunk, decoded):
+            parsed = parse_distortions(text, processor.distortion_types, processor.severity_words)
+            truth.append(next(iter(s.severities[0])))
+            predicted.append(next(iter(parsed), None))
+            texts.append(text.strip())
+    accuracy = float(np.mean([p == t for p, t in zip(predicted, truth)]))
+    return {
+        "accuracy": accuracy,
+        "chance": 1.0 / len(processor.distortion_types),
+        "predicted": predicted,
+        "truth": truth,
+        "answers": texts,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# datasets in the ``datasets`` format, the Trainer and the model card
+# ----------------------------------------------------------------------------------------------------------
+def _level_index(value: float, n: int) -> int:
+    """A score on 0..100 -> one of ``n`` level indices (0 = lowest)."""
+    return int(np.clip(np.floor(float(value) / 100.0 * n), 0, n - 1))
+
+
+def samples_from_rows(rows: Any, processor: Any) -> list[RoiSample]:
+    """Rows of a ``datasets`` dataset -> :class:`RoiSample`. Columns: ``image`` (path / PIL / array), ``regions``
+    (list of boxes / masks / RLE dicts), and per ROI ``quality`` and ``importance`` (0..100) and ``distortions``
+    (``{type: severity}`` with severity on 0..1 or a level 1..5; empty = clean)."""
+    from .image_io import load_image_rgb
+
+    n_sev = len(processor.severity_words)
+    samples = []
+    for row in rows:
+        severities = []
+        for d in row["distortions"]:
+            levels = {}
+            for t, s in (d or {}).items():
+                if s is None or float(s) <= 0:
+                    continue
+                levels[t] = int(s) if float(s) >= 1 else max(1, int(np.ceil(float(s) * n_sev)))
+            severities.append(levels)
+        samples.append(
+            RoiSample(
+                np.asarray(load_image_rgb(row["image"])),
+                list(row["regions"]),
+                severities,
+                [_level_index(q, len(processor.quality_level_words)) for q in row["quality"]],
+                [_level_index(v, len(processor.importance_level_words)) for v in row["importance"]],
+            )
+        )
+    return samples
+
+
+class SeagullTrainer(Trainer):
+    """``Trainer`` that writes the SEAGULL model card (also before ``push_to_hub``)."""
+
+    def __init__(self, *args: Any, model_card_info: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.model_card_info = dict(model_card_info or {})
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        if not self.is_world_process_zero():
+            return
+        info = {**self.model_card_info}
+        if kwargs.get("model_name"):
+            info.setdefault("model_name", kwargs["model_name"])
+        path = Path(self.args.output_dir) / "README.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(seagull_model_card_text(self.model, self.args, **info), encoding="utf-8")
+
+
+def seagull_model_card_text(model: Any, args: Any = None, **info: Any) -> str:
+    """README.md of a trained SEAGULL model: what it is, how it was trained, the held-out figures, use, limits."""
+    config = model.config
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    name = info.get("model_name") or getattr(args, "hub_model_id", None) or "seagull"
+    lines = [
+        "---",
+        "library_name: transformers",
+        "license: apache-2.0",
+        "tags:",
+        "- image-quality-assessment",
+        "- region-of-interest",
+        "- seagull",
+        "- custom_code",
+        "---",
+        "",
+        f"# {name}",
+        "",
+        "SEAGULL (Chen et al., *SEAGULL: No-reference Image Quality Assessment for Regions of Interest via "
+        "Vision-Language Instruction Tuning*, arXiv 2411.10161), trained with `examples/train_seagull.py` of "
+        "the `rsfiqa` package.",
+        "",
+        "## Model",
+        "",
+        f"- vision tower: `{config.vision_backbone}` (frozen), levels {config.vision_out_indices}, "
+        f"input {config.image_size}x{config.image_size}",
+        f"- Mask-based Feature Extractor: width {config.mfe_hidden_size}, {config.mfe_num_heads} heads",
+        f"- LLM: `{getattr(config.text_config, 'model_type', '?')}`, hidden {config.token_size}, "
+        f"LoRA r={config.lora_r}, alpha={config.lora_alpha}, dropout={config.lora_dropout} on `{config.lora_target}`",
+        f"- parameters: {total:,} ({trainable:,} trained: LoRA, MFE, projector)",
+        "",
+        "## Training",
+        "",
+        f"- base: `{info.get('model_name_or_path', 'unspecified')}`; data: {info.get('dataset', 'unspecified')}",
+        f"- questions: {', '.join(info.get('questions', []))}",
+    ]
+    if args is not None:
+        lines.append(
+            f"- steps {getattr(args, 'max_steps', '?')}, epochs {getattr(args, 'num_train_epochs', '?')}, "
+            f"batch {getattr(args, 'per_device_train_batch_size', '?')}, lr {getattr(args, 'learning_rate', '?')}"
+        )
+    evaluation = info.get("evaluation")
+    lines += ["", "## Evaluation (held-out ROIs)", ""]
+    if evaluation:
+        lines.append(
+            f"- distortion type (greedy answer, parsed): accuracy {evaluation['accuracy']:.3f} "
+            f"on {evaluation['n']} ROIs (chance {evaluation['chance']:.3f})"
+        )
+    else:
+        lines.append("_No evaluation was run._")
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import modeling_rsfiqa",
+        "from transformers import pipeline",
+        'rq = pipeline("region-quality", model="PATH_OR_ID", trust_remote_code=True)',
+        'rq("photo.jpg", regions=[[x0, y0, x1, y1]])',
+        "```",
+        "",
+        "## Limitations",
+        "",
+        "Trained on synthetic distortions pasted into regions unless stated otherwise above; scores of authentic "
+        "distortions need SEAGULL-3k-style fine-tuning.",
+        "",
+    ]
+    return "\n".join(lines)
