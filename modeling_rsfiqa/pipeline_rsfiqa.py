@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
 from typing import Any
 
 import numpy as np
 from transformers import Pipeline
 
-from .image_io import ImageLoadError, describe_source, load_image_rgb
+from .image_io import ImageLoadError, describe_source, image_content_hash, load_image_rgb
 from .partition import region_summaries
 from .runtime import tune_cpu_allocator
 
 __all__ = ["ImageQualityPipeline"]
+
+logger = logging.getLogger(__name__)
 
 
 class ImageQualityPipeline(Pipeline):
@@ -27,9 +31,19 @@ class ImageQualityPipeline(Pipeline):
          "source": str, "size": (width, height)}
 
     Keyword arguments: ``skip_errors=True`` returns ``{"score": None, "error": ..., "source": ...}`` for an
-    image that cannot be decoded instead of raising (so one bad file in a list does not lose the others);
-    ``return_region_map=True`` adds the full-resolution region label map; ``annotations=`` passes MLLM
-    region annotations for a single image.
+    image that cannot be decoded (or is missing from ``annotation_store``) instead of raising (so one bad file
+    in a list does not lose the others); ``return_region_map=True`` adds the full-resolution region label map;
+    ``annotations=`` passes MLLM region annotations for a single image.
+
+    ``annotation_store=STORE`` (a folder made by ``rsfiqa annotate``, or an ``AnnotationStore``) looks each
+    image up by CONTENT: its stored label map becomes the partition (so the regions are the annotated ones)
+    and each region gains ``description`` and ``distortion_levels`` ({dimension: expected level on 1..5});
+    the result has ``"annotated": True``. The store's annotator / prompt / partition are checked against
+    what the model was trained with (``config.annotation_*``): unusable annotations (other embedding size,
+    dimensions or level words) raise ``ValueError``, other differences are logged as warnings. An image
+    missing from the store raises ``MissingAnnotationError``, unless ``allow_missing_annotations=True``
+    (scored without annotations, ``"annotated": False``). With ``annotator=`` (a live ``RegionAnnotator``)
+    the store is that annotator's cache instead: looked up under its own key, computed and stored on a miss.
 
     On CPU, creating the pipeline raises glibc's malloc thresholds for the process so that activation memory
     is reused between calls instead of page-faulted in again (:func:`tune_cpu_allocator`; about 1.5x faster
@@ -43,6 +57,7 @@ class ImageQualityPipeline(Pipeline):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._annotation_lookups: dict[str, Any] = {}
         if self.device.type == "cpu":  # keep activation memory between calls (see runtime)
             tune_cpu_allocator()
 
@@ -53,6 +68,7 @@ class ImageQualityPipeline(Pipeline):
         annotations: dict | None = None,
         annotator: Any = None,
         annotation_store: Any = None,
+        allow_missing_annotations: bool | None = None,
         **kwargs: Any,
     ):
         preprocess, postprocess = {}, {}
@@ -62,7 +78,10 @@ class ImageQualityPipeline(Pipeline):
             preprocess["annotations"] = annotations
         if annotator is not None:
             preprocess["annotator"] = annotator
+        if annotation_store is not None:
             preprocess["annotation_store"] = annotation_store
+        if allow_missing_annotations is not None:
+            preprocess["allow_missing_annotations"] = allow_missing_annotations
         if return_region_map is not None:
             postprocess["return_region_map"] = return_region_map
         return preprocess, {}, postprocess
@@ -74,6 +93,7 @@ class ImageQualityPipeline(Pipeline):
         annotations: dict | None = None,
         annotator: Any = None,
         annotation_store: Any = None,
+        allow_missing_annotations: bool = False,
     ) -> dict:
         source = describe_source(image)
         try:
@@ -84,9 +104,22 @@ class ImageQualityPipeline(Pipeline):
             raise
         sam_model = getattr(self.model, "segmenter", None)
         region_labels = None
-        if annotator is not None and annotations is None:
+        if annotator is not None and annotations is None:  # live MLLM; the store is its cache
+            if isinstance(annotation_store, (str, os.PathLike)):
+                module = importlib.import_module(".annotation_store_rsfiqa", __package__)
+                annotation_store = module.AnnotationStore(annotation_store)
             anns, maps = self.processor.annotate([rgb], annotator, annotation_store, sam_model=sam_model)
             annotations, region_labels = anns[0], maps
+        elif annotation_store is not None and annotations is None:  # look the image up by content
+            lookup = self._annotation_lookup(annotation_store)
+            stored = lookup.get(image_content_hash(rgb), refresh=True)
+            if stored is not None:
+                annotations = stored.to_dict()
+            elif not allow_missing_annotations:
+                err = lookup.missing_error(source)
+                if skip_errors:
+                    return {"_error": str(err), "_source": source}
+                raise err
         elif annotations is not None and annotations.get("label_map") is not None:
             region_labels = [np.asarray(annotations["label_map"])]
         inputs = self.processor(
@@ -103,8 +136,33 @@ class ImageQualityPipeline(Pipeline):
             "size": rgb.size,
             "region_map": region_map,
             "annotations": annotations,
+            "annotated": None if annotation_store is None and annotator is None else annotations is not None,
         }
         return model_inputs
+
+    def _annotation_lookup(self, store: Any) -> Any:
+        """The store's ``AnnotationLookup`` for this model (opened, selected and checked once per store)."""
+        module = importlib.import_module(".annotation_store_rsfiqa", __package__)
+        if isinstance(store, module.AnnotationLookup):
+            return store
+        root = os.path.abspath(store.root if isinstance(store, module.AnnotationStore) else os.fspath(store))
+        lookup = self._annotation_lookups.get(root)
+        if lookup is None:
+            config = self.model.config
+            lookup = module.AnnotationLookup.for_config(store, config)
+            errors, warnings = module.provenance_mismatches(lookup.profile, config)
+            if errors:
+                raise ValueError(f"annotation store {root!r} does not fit this model: " + "; ".join(errors))
+            for text in lookup.mismatches + warnings:
+                logger.warning("annotation store %s: %s", root, text)
+            if not getattr(config, "use_region_descriptions", False):
+                logger.warning(
+                    "annotation store %s: this model does not use region descriptions "
+                    "(use_region_descriptions=False); the store gives regions and descriptions, not the score",
+                    root,
+                )
+            self._annotation_lookups[root] = lookup
+        return lookup
 
     def _forward(self, model_inputs: dict) -> dict:
         if "_error" in model_inputs:
@@ -147,6 +205,8 @@ class ImageQualityPipeline(Pipeline):
             "source": meta["source"],
             "size": tuple(meta["size"]),
         }
+        if meta.get("annotated") is not None:
+            result["annotated"] = meta["annotated"]
         if return_region_map:
             result["region_map"] = region_map
         return result
