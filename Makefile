@@ -42,3 +42,12 @@ fixture: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .venv-bench report build *.egg-info
+
+# the web app (rsfiqa serve, on http://127.0.0.1:7860) and the README's screenshots of it, taken by the
+# browser test in Debian's Chromium (apt-get install chromium)
+.PHONY: serve screenshots
+serve: $(STAMP)
+	$(BIN)/rsfiqa serve
+
+screenshots: $(STAMP)
+	RSFIQA_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_app.py -q -p no:cacheprovider -k browser

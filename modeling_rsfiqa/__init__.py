@@ -64,3 +64,87 @@ PIPELINE_REGISTRY.register_pipeline(
     default={"model": (str(DEFAULT_MODEL_DIR), None)},
     type="image",
 )
+
+# ---------------------------------------------------------------------------------------------------------------
+# Q-CLIP (video quality): config / video processor / processor / model, Auto classes and Hub remote code
+# ---------------------------------------------------------------------------------------------------------------
+from transformers import AutoVideoProcessor  # noqa: E402
+
+from .configuration_qclip import PECoreCLIPConfig, QCLIPConfig  # noqa: E402
+from .modeling_qclip import PECoreCLIPModel, QCLIPForVideoQualityScoring, QCLIPOutput  # noqa: E402
+from .processing_qclip import QCLIPProcessor  # noqa: E402
+from .video_io import VideoLoadError, VideoReader  # noqa: E402
+from .video_processing_qclip import QCLIPVideoProcessor  # noqa: E402
+
+__all__ += [
+    "QCLIPConfig",
+    "QCLIPForVideoQualityScoring",
+    "QCLIPOutput",
+    "QCLIPProcessor",
+    "QCLIPVideoProcessor",
+    "PECoreCLIPConfig",
+    "PECoreCLIPModel",
+    "VideoLoadError",
+    "VideoReader",
+]
+
+AutoConfig.register(QCLIPConfig.model_type, QCLIPConfig, exist_ok=True)
+AutoModel.register(QCLIPConfig, QCLIPForVideoQualityScoring, exist_ok=True)
+AutoModel.register(PECoreCLIPConfig, PECoreCLIPModel, exist_ok=True)
+AutoVideoProcessor.register(QCLIPConfig, QCLIPVideoProcessor, exist_ok=True)
+AutoProcessor.register(QCLIPConfig, QCLIPProcessor, exist_ok=True)
+
+QCLIPConfig.register_for_auto_class()
+QCLIPForVideoQualityScoring.register_for_auto_class("AutoModel")
+QCLIPVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+QCLIPProcessor.register_for_auto_class("AutoProcessor")
+
+from .pipeline_qclip import VideoQualityPipeline  # noqa: E402
+
+__all__ += ["VideoQualityPipeline"]
+
+# no `default` yet: the small shipped video model comes later; until then pass model=<saved Q-CLIP folder>
+PIPELINE_REGISTRY.register_pipeline(
+    "video-quality",
+    pipeline_class=VideoQualityPipeline,
+    pt_model=AutoModel,
+    type="video",
+)
+
+# SEAGULL (issue 9): ROI quality. The generative model answers with AutoModel and AutoModelForImageTextToText;
+# the small ROI model (model_type "seagull_region") with AutoModel.
+from transformers import AutoModelForImageTextToText  # noqa: E402
+
+from .configuration_seagull import SeagullConfig, SeagullRegionConfig  # noqa: E402
+from .image_processing_seagull import SeagullImageProcessor, SeagullImageProcessorPil  # noqa: E402
+from .modeling_seagull import SeagullForConditionalGeneration, SeagullForRegionQuality  # noqa: E402
+from .processing_seagull import RegionError, SeagullProcessor, SeagullRegionProcessor  # noqa: E402
+
+__all__ += [
+    "SeagullConfig",
+    "SeagullRegionConfig",
+    "SeagullForConditionalGeneration",
+    "SeagullForRegionQuality",
+    "SeagullImageProcessor",
+    "SeagullImageProcessorPil",
+    "SeagullProcessor",
+    "SeagullRegionProcessor",
+    "RegionError",
+]
+
+for _config, _processor in ((SeagullConfig, SeagullProcessor), (SeagullRegionConfig, SeagullRegionProcessor)):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoImageProcessor.register(
+        _config,
+        image_processor_classes={"torchvision": SeagullImageProcessor, "pil": SeagullImageProcessorPil},
+        exist_ok=True,
+    )
+    AutoProcessor.register(_config, _processor, exist_ok=True)
+    _config.register_for_auto_class()
+    _processor.register_for_auto_class("AutoProcessor")
+AutoModel.register(SeagullConfig, SeagullForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(SeagullConfig, SeagullForConditionalGeneration, exist_ok=True)
+AutoModel.register(SeagullRegionConfig, SeagullForRegionQuality, exist_ok=True)
+SeagullForConditionalGeneration.register_for_auto_class("AutoModel")
+SeagullForRegionQuality.register_for_auto_class("AutoModel")
+SeagullImageProcessor.register_for_auto_class("AutoImageProcessor")

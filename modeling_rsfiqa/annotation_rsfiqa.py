@@ -16,9 +16,10 @@ What comes out (:class:`ImageAnnotations`, the contract with the scoring model):
 
 * ``level_probs`` ``(R, n_dims, 5)``: Q-Align style softmax over the logits of the five level words at
   the position where each dimension's level word is due, and ``distortion_levels`` ``(R, n_dims)``:
-  the expected level ``sum_i p_i * i`` on the 1..5 scale (bad=1 ... excellent=5). They come from one
-  teacher-forced *scoring pass* over the canonical answer (the parsed description and level words),
-  so they exist even when the free-text answer is malformed: a missing or unreadable level is held by
+  the expected level ``sum_i p_i * i`` on the 1..5 scale (bad=1 ... excellent=5), both computed by the
+  shared ``level_scoring`` module (as SEAGULL's scores are). They come from one teacher-forced *scoring
+  pass* over the canonical answer (the parsed description and level words), so they exist even when the
+  free-text answer is malformed: a missing or unreadable level is held by
   the middle word, replaced by the model's own most probable level word and scored once more, and the defect is recorded in ``parse_ok`` / ``parse_errors`` next to the raw text.
 * ``text_embeds`` ``(R, D)``: a semantic embedding of each description. Default (``embedding=
   "description"``): the MLLM's own last hidden states, mean-pooled over the description tokens fed
@@ -57,7 +58,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -67,6 +67,17 @@ import torch
 from PIL import Image, ImageDraw
 
 from .image_io import image_content_hash, load_image_rgb
+from .level_scoring import (
+    DEFAULT_LEVEL_WORDS,
+    DESCRIPTION_KEY,
+    ParsedAnswer,
+    answer_segments,
+    expected_level,
+    format_answer,
+    level_probs_from_logits,
+    level_token_ids,
+    parse_answer,
+)
 from .partition import check_label_map, grid_label_map
 
 logger = logging.getLogger(__name__)
@@ -95,9 +106,7 @@ __all__ = [
 
 PROMPT_VERSION = "rsfiqa-region-v2"  # v2: the question moved into the shared prefix
 DEFAULT_DIMENSIONS = ["blur", "noise", "compression artifacts", "color", "exposure", "overall"]
-DEFAULT_LEVEL_WORDS = ["bad", "poor", "fair", "good", "excellent"]  # worst to best: level i+1
 SYSTEM_PROMPT = "You are an expert in image quality assessment."
-DESCRIPTION_KEY = "description"
 _SPLIT = "\u241eRSFIQA_SPLIT\u241e"
 _TOKEN_ALIGNED = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 # 1-D RoPE image-text models whose positions are a plain count: prefix caching is safe for them.
@@ -183,16 +192,6 @@ class AnnotatorConfig:
         payload["question"] = region_question(self.dimensions, self.level_words)
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
         return f"{self.prompt_version}:{digest}"
-
-
-@dataclass
-class ParsedAnswer:
-    """Result of :func:`parse_answer`. ``levels[i]`` is a level word or ``None`` (missing / unreadable)."""
-
-    description: str
-    levels: list[str | None]
-    ok: bool
-    errors: list[str]
 
 
 @dataclass
@@ -304,160 +303,6 @@ def region_intro(index: int, box1000: Sequence[int], mode: str) -> str:
     if mode == "overlay":
         return text + ", highlighted in this copy of the image:"
     return text + "."
-
-
-def answer_segments(
-    description: str, levels: Sequence[str], dimensions: Sequence[str]
-) -> list[tuple[str, str]]:
-    """Canonical answer as ``(kind, text)`` pieces: kinds ``text``, ``desc`` and ``level``."""
-    segs: list[tuple[str, str]] = [("text", f"{DESCRIPTION_KEY}:")]
-    if description:
-        segs.append(("desc", " " + description))
-    for dim, word in zip(dimensions, levels):
-        segs.append(("text", f"\n{dim}:"))
-        segs.append(("level", " " + word))
-    return segs
-
-
-def format_answer(description: str, levels: Sequence[str], dimensions: Sequence[str]) -> str:
-    """The canonical answer text (what a well-behaved or LoRA-taught model answers)."""
-    return "".join(t for _, t in answer_segments(description, levels, dimensions))
-
-
-def _norm_key(text: str) -> str:
-    text = text.lower().replace("artefact", "artifact")
-    return re.sub(r"[^a-z]", "", text)
-
-
-_KEY_LINE = re.compile(r"^[\s>*_#`\-•\d.)]*([A-Za-z][A-Za-z _/-]{0,40}?)[\s*_`]*(?::|=|\s[-–—]\s)\s*(.*)$")
-_DESC_KEYS = {"description", "desc", "content", "caption", "regiondescription", "contentdescription"}
-_NUMERIC = re.compile(r"^\s*([1-5])(?:\s*/\s*5)?\b")
-
-
-def _dimension_aliases(dimensions: Sequence[str]) -> dict[str, int]:
-    aliases: dict[str, int] = {}
-    first_words: dict[str, list[int]] = {}
-    for i, dim in enumerate(dimensions):
-        key = _norm_key(dim)
-        aliases[key] = i
-        aliases.setdefault(key.rstrip("s"), i)
-        first = _norm_key(dim.split()[0]) if dim.split() else key
-        first_words.setdefault(first, []).append(i)
-    for word, idx in first_words.items():
-        if len(idx) == 1:
-            aliases.setdefault(word, idx[0])
-    aliases.setdefault("colour", aliases.get("color", -1))
-    return {k: v for k, v in aliases.items() if v >= 0}
-
-
-def _read_level(value: str, level_words: Sequence[str]) -> tuple[str | None, str | None]:
-    """Level word in ``value`` -> (word, error)."""
-    clean = value.strip().strip("*_`\"'.,;!").lower()
-    if not clean:
-        return None, "empty level"
-    words = [w.lower() for w in level_words]
-    found = [w for w in words if re.search(rf"\b{re.escape(w)}\b", clean)]
-    if len(set(found)) == 1:
-        return level_words[words.index(found[0])], None
-    if len(set(found)) > 1:
-        first = min(found, key=lambda w: re.search(rf"\b{re.escape(w)}\b", clean).start())
-        return None, f"ambiguous level {value.strip()!r} ({', '.join(sorted(set(found)))}; first: {first})"
-    num = _NUMERIC.match(clean)
-    if num:
-        return level_words[int(num.group(1)) - 1], None
-    return None, f"unknown level {value.strip()[:40]!r}"
-
-
-def parse_answer(text: str, dimensions: Sequence[str], level_words: Sequence[str]) -> ParsedAnswer:
-    """Parse an MLLM answer leniently; never raises. Every defect is listed in ``errors``.
-
-    Accepts markdown (``**Blur**: Good``), bullets, numbering, ``=`` or `` - `` separators, any case,
-    ``artefacts``/``colour`` spellings, the first word of a multi-word dimension (``compression: poor``),
-    numeric ``1..5`` levels and inline ``blur: good, noise: fair`` answers. Missing, unknown,
-    ambiguous or conflicting levels become ``None`` with an error; ``ok`` is ``True`` only for a clean answer.
-    """
-    text = "" if text is None else str(text)
-    aliases = _dimension_aliases(dimensions)
-    levels: list[str | None] = [None] * len(dimensions)
-    seen: list[bool] = [False] * len(dimensions)
-    errors: list[str] = []
-    description: str | None = None
-    stray: list[str] = []
-    for raw_line in re.split(r"[\n;]+", text):
-        line = raw_line.strip()
-        if not line:
-            continue
-        m = _KEY_LINE.match(line)
-        key = _norm_key(m.group(1)) if m else ""
-        if m and key in _DESC_KEYS:
-            if description is None:
-                description = m.group(2).strip().strip("*_`\"' ")
-            continue
-        if m and key in aliases:
-            idx = aliases[key]
-            value = m.group(2)
-            # inline continuation: "blur: good, noise: fair"
-            parts = re.split(r",\s*(?=[A-Za-z][A-Za-z _-]{0,40}\s*[:=])", value)
-            pieces = [(idx, parts[0])]
-            for part in parts[1:]:
-                sub = _KEY_LINE.match(part)
-                if sub and _norm_key(sub.group(1)) in aliases:
-                    pieces.append((aliases[_norm_key(sub.group(1))], sub.group(2)))
-            for j, val in pieces:
-                word, err = _read_level(val, level_words)
-                if seen[j]:
-                    if word != levels[j]:
-                        errors.append(f"conflicting duplicate for {dimensions[j]!r}: {val.strip()[:40]!r}")
-                    continue
-                seen[j] = True
-                levels[j] = word
-                if err:
-                    errors.append(f"{dimensions[j]}: {err}")
-            continue
-        stray.append(line)
-    if description is None:
-        if stray:
-            description = stray[0].strip("*_`\"' ")
-            errors.append("description without its key")
-        else:
-            description = ""
-            errors.append("missing description")
-    elif not description:
-        errors.append("empty description")
-    for j, dim in enumerate(dimensions):
-        if not seen[j]:
-            errors.append(f"missing {dim}")
-    description = re.sub(r"\s+", " ", description).strip()[:300]
-    return ParsedAnswer(description=description, levels=levels, ok=not errors, errors=errors)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# numbers: level probabilities
-# ----------------------------------------------------------------------------------------------------------
-def level_token_ids(tokenizer: Any, level_words: Sequence[str]) -> list[int]:
-    """First token of ``" " + word`` for each level word (what follows ``"blur:"`` in the answer)."""
-    ids = []
-    for word in level_words:
-        toks = tokenizer.encode(" " + word, add_special_tokens=False)
-        if not toks:
-            raise ValueError(f"level word {word!r} encodes to no token")
-        ids.append(int(toks[0]))
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"level words {list(level_words)} do not start with distinct tokens: {ids}")
-    return ids
-
-
-def level_probs_from_logits(logits: torch.Tensor | np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
-    """Softmax over the level-word logits (Q-Align): ``(..., vocab) -> (..., 5)`` float32, rows sum to 1."""
-    t = torch.as_tensor(logits).double()
-    sel = t[..., list(token_ids)]
-    return torch.softmax(sel, dim=-1).float().numpy()
-
-
-def expected_level(probs: np.ndarray) -> np.ndarray:
-    """Expected level on 1..5 (bad=1 ... excellent=5): ``sum_i p_i * (i + 1)``."""
-    probs = np.asarray(probs, dtype=np.float64)
-    return (probs * np.arange(1, probs.shape[-1] + 1)).sum(-1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -286,8 +286,8 @@ class AnnotationStore:
             return None
         path, i = loc
         table = self._tables.get(path)
-        if table is None:
-            table = pq.read_table(path)
+        if table is None:  # memory-mapped: processes reading one store (DDP ranks) share the page cache
+            table = pq.read_table(path, memory_map=True)
             if len(self._tables) > 8:
                 self._tables.pop(next(iter(self._tables)))
             self._tables[path] = table
@@ -708,7 +708,8 @@ class AnnotationLookup:
         store: an :class:`AnnotationStore` or the path of an existing one (see :meth:`AnnotationStore.open`).
         profile: the profile to read; default: chosen by :func:`select_profile` from ``model`` / ``prompt`` /
             ``partition`` / ``select`` (``mismatches`` then lists what differs from the wanted ones).
-        max_cached: decoded entries kept in memory (training reads every image once per epoch).
+        max_cached: decoded entries kept in memory, oldest dropped first (decoding is cheap; the store's
+            shards themselves are memory-mapped).
     """
 
     def __init__(
@@ -719,7 +720,7 @@ class AnnotationLookup:
         prompt: str | None = None,
         partition: str | None = None,
         select: str | None = None,
-        max_cached: int = 8192,
+        max_cached: int = 256,
     ):
         self.store = store if isinstance(store, AnnotationStore) else AnnotationStore.open(store)
         self.mismatches: list[str] = []
@@ -796,6 +797,8 @@ class AnnotationLookup:
         if key is None:
             return None
         ann = self.store.get(key)
-        if ann is not None and len(self._memo) < self.max_cached:
+        if ann is not None and self.max_cached > 0:
+            if len(self._memo) >= self.max_cached:
+                self._memo.pop(next(iter(self._memo)))
             self._memo[image_hash] = ann
         return ann

@@ -24,19 +24,18 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from .annotation_rsfiqa import (
-    RegionAnnotator,
-    answer_segments,
-    check_label_map,
-    grid_label_map,
-)
 from .image_io import load_image_rgb
+from .level_scoring import answer_segments
+from .partition import check_label_map, grid_label_map
+
+if TYPE_CHECKING:  # the annotator imports this module to load adapters; no import back at run time
+    from .annotation_rsfiqa import RegionAnnotator
 
 __all__ = [
     "LORA_TARGETS",

@@ -432,6 +432,15 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
                 fused = backbone
         return modules, tensors, stamp, fused
 
+    def _inference_chunk(self, pixel_values: torch.Tensor) -> int:
+        """How many images the backbone runs at once: all of them unless this is CPU inference (eval mode, no
+        gradients) and ``config.inference_batch_pixels`` splits the batch (never below one image)."""
+        b = pixel_values.shape[0]
+        budget = getattr(self.config, "inference_batch_pixels", 0)
+        if not budget or self.training or torch.is_grad_enabled() or pixel_values.device.type != "cpu":
+            return b
+        return max(1, min(b, budget // (pixel_values.shape[-2] * pixel_values.shape[-1])))
+
     def _backbone_features(
         self, pixel_values: torch.Tensor | None, prefix_features: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
@@ -449,7 +458,13 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
                 if name in self._feature_units:
                     feats.append(x)
         else:
-            feats = self.inference_backbone()(pixel_values)
+            backbone = self.inference_backbone()
+            chunk = self._inference_chunk(pixel_values)
+            if chunk < pixel_values.shape[0]:  # image by image (see config.inference_batch_pixels)
+                parts = [backbone(x) for x in pixel_values.split(chunk)]
+                feats = [torch.cat(stage) for stage in zip(*parts)]
+            else:
+                feats = backbone(pixel_values)
         out = []
         for f, c in zip(feats, self.stage_channels):
             if f.shape[1] != c and f.shape[-1] == c:  # NHWC backbones (e.g. Swin) -> NCHW

@@ -14,7 +14,10 @@ Two partitioners share that contract:
 * :func:`superpixel_partition` -- scikit-image SLIC superpixels, merged to at most ``max_regions`` by
   colour similarity of adjacent regions: the offline stand-in when no SAM checkpoint is available.
 
-Both are deterministic and work for any input size (1xN strips to 4000x3000 photos): the partition is
+:func:`sam_prompt_masks` answers point prompts with the same SAM (encode once, decode every prompt): the
+ROIs SEAGULL users give as points become masks.
+
+Both partitioners are deterministic and work for any input size (1xN strips to 4000x3000 photos): the partition is
 computed on a working copy whose longest side is bounded and mapped back by nearest-neighbour.
 """
 
@@ -41,7 +44,14 @@ __all__ = [
     "check_label_map",
     "sam_fingerprint",
     "load_sam_model",
+    "sam_prompt_masks",
+    "work_shape",
+    "partition_work_shape",
 ]
+
+
+#: longest side of the frame SAM masks are painted in (``SamRegionPartitioner.work_size``)
+SAM_WORK_SIZE = 512
 
 
 def check_label_map(
@@ -208,14 +218,27 @@ def _tile_partition(height: int, width: int, n_tiles: int) -> np.ndarray:
     return grid_label_map(height, width, rows, cols)
 
 
+def work_shape(height: int, width: int, work_size: int) -> tuple[int, int]:
+    """``(h, w)`` of the working copy a partition is computed on: longest side at most ``work_size``."""
+    scale = min(1.0, work_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def partition_work_shape(config: Any, height: int, width: int) -> tuple[int, int]:
+    """``(h, w)`` at which :func:`partition_image` computes the regions of a ``height x width`` image with the
+    settings of ``config``: asking for this ``output_size`` returns the partition before any upsampling (the
+    cheapest map that holds all its information; boxes come from it via ``region_summaries(..., image_size)``)."""
+    if config.partition_method == "superpixel":
+        return work_shape(height, width, getattr(config, "superpixel_work_size", 256))
+    return work_shape(height, width, SAM_WORK_SIZE)
+
+
 def _working_copy(image: Image.Image, work_size: int) -> Image.Image:
     w, h = image.size
-    scale = min(1.0, work_size / max(w, h))
-    if scale < 1.0:
+    wh, ww = work_shape(h, w, work_size)
+    if (wh, ww) != (h, w):
         # reducing_gap: box-reduce by an integer factor first, then resample (several times faster)
-        image = image.resize(
-            (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=2.0
-        )
+        image = image.resize((ww, wh), Image.BILINEAR, reducing_gap=2.0)
     return image
 
 
@@ -349,7 +372,7 @@ class SamRegionPartitioner:
         stability_score_offset: float = 1.0,
         max_regions: int = 16,
         min_region_area: float = 0.005,
-        work_size: int = 512,
+        work_size: int = SAM_WORK_SIZE,
     ):
         self.model = sam_model
         self.image_processor = sam_image_processor
@@ -389,8 +412,7 @@ class SamRegionPartitioner:
         pixel_values = inputs["pixel_values"].to(device=device, dtype=dtype)
         rh, rw = (int(v) for v in inputs["reshaped_input_sizes"][0])
         oh, ow = image.height, image.width
-        scale = min(1.0, self.work_size / max(oh, ow))
-        wh, ww = max(1, round(oh * scale)), max(1, round(ow * scale))
+        wh, ww = work_shape(oh, ow, self.work_size)
         pad = self.image_processor.pad_size
         ph, pw = int(pad["height"]), int(pad["width"])
 
@@ -468,35 +490,48 @@ def partition_image(
     return SamRegionPartitioner.from_config(sam_model, sam_image_processor, config)(image, output_size)
 
 
-def region_summaries(label_map: np.ndarray) -> list[dict[str, Any]]:
+def region_summaries(
+    label_map: np.ndarray, image_size: tuple[int, int] | None = None
+) -> list[dict[str, Any]]:
     """Per region: ``box`` [x0, y0, x1, y1] (inclusive-exclusive, pixels), ``area`` (fraction), ``centroid``.
 
-    Everything comes from two histograms (pixels per region and row, per region and column), so the cost is
-    one pass over the map whatever the number of regions (about 1 ms at 500x500). Negative labels are ignored.
+    ``image_size=(height, width)``: the image the map belongs to, when the map is smaller (e.g. the partition
+    at its working size). Boxes and centroids are then in that image's pixels, and every figure is EXACTLY the
+    one the map upsampled by :func:`resize_label_map` would give, without building that map (a 12 MP photo
+    needs its 64 px working map only). Everything comes from two histograms (pixels per region and row, per
+    region and column), so the cost is one pass over the map whatever the number of regions. Negative labels
+    are ignored.
     """
     label_map = np.asarray(label_map)
     h, w = label_map.shape
     if label_map.size == 0 or label_map.max() < 0:
         return []
+    full_h, full_w = (h, w) if image_size is None else (int(image_size[0]), int(image_size[1]))
+    # the nearest-neighbour sampling of resize_label_map: full row y shows map row rows_of[y]
+    rows_of = np.minimum(((np.arange(full_h) + 0.5) * h / full_h).astype(np.int64), h - 1)
+    cols_of = np.minimum(((np.arange(full_w) + 0.5) * w / full_w).astype(np.int64), w - 1)
+    row_mult = np.bincount(rows_of, minlength=h).astype(np.float64)  # full rows per map row
+    col_mult = np.bincount(cols_of, minlength=w).astype(np.float64)
     n = int(label_map.max()) + 1
     bins = np.where(label_map >= 0, label_map, n).astype(np.int64)  # ignored pixels -> an extra bin
-    rows = np.bincount((bins * h + np.arange(h)[:, None]).ravel(), minlength=(n + 1) * h).reshape(n + 1, h)[
-        :n
-    ]
-    cols = np.bincount((bins * w + np.arange(w)[None, :]).ravel(), minlength=(n + 1) * w).reshape(n + 1, w)[
-        :n
-    ]
+    # pixels of region k on map row r, counted in full-size pixels (each map column stands for col_mult of them)
+    weights_c = np.broadcast_to(col_mult[None, :], (h, w)).ravel()
+    weights_r = np.broadcast_to(row_mult[:, None], (h, w)).ravel()
+    rows = np.bincount((bins * h + np.arange(h)[:, None]).ravel(), weights_c, minlength=(n + 1) * h)
+    cols = np.bincount((bins * w + np.arange(w)[None, :]).ravel(), weights_r, minlength=(n + 1) * w)
+    rows = rows.reshape(n + 1, h)[:n][:, rows_of]  # (n, full_h): per full row
+    cols = cols.reshape(n + 1, w)[:n][:, cols_of]
     counts = rows.sum(1)
-    cy = rows @ np.arange(h, dtype=np.float64) / np.maximum(counts, 1)
-    cx = cols @ np.arange(w, dtype=np.float64) / np.maximum(counts, 1)
+    cy = rows @ np.arange(full_h, dtype=np.float64) / np.maximum(counts, 1)
+    cx = cols @ np.arange(full_w, dtype=np.float64) / np.maximum(counts, 1)
     has_row, has_col = rows > 0, cols > 0
-    y0, y1 = has_row.argmax(1), h - has_row[:, ::-1].argmax(1)
-    x0, x1 = has_col.argmax(1), w - has_col[:, ::-1].argmax(1)
+    y0, y1 = has_row.argmax(1), full_h - has_row[:, ::-1].argmax(1)
+    x0, x1 = has_col.argmax(1), full_w - has_col[:, ::-1].argmax(1)
     return [
         {
             "label": k,
             "box": [int(x0[k]), int(y0[k]), int(x1[k]), int(y1[k])],
-            "area": float(counts[k] / (h * w)),
+            "area": float(counts[k] / (full_h * full_w)),
             "centroid": [float(cx[k]), float(cy[k])],
         }
         for k in range(n)
@@ -580,3 +615,60 @@ def load_sam_model(path: str, device: Any = None, dtype: Any = None) -> tuple[An
         model = model.to(device)
     model.requires_grad_(False)
     return model.eval(), processor.image_processor
+
+
+def sam_prompt_masks(
+    sam_model: Any,
+    sam_image_processor: Any,
+    image: Image.Image,
+    prompts: list[dict[str, Any]],
+    output_size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks for point prompts with SAM: the image is encoded ONCE, every prompt is decoded against it.
+
+    ``prompts``: one dict per wanted mask, ``{"points": [[x, y], ...], "labels": [1, 0, ...]}`` in pixels of
+    ``image`` (labels: 1 = foreground, 0 = background; default all 1). For each prompt SAM's three candidate
+    masks are scored and the one with the highest predicted IoU is kept (segment-anything's
+    ``multimask_output`` recipe for ambiguous single points). Returns ``(masks (N, H, W) bool, iou (N,))`` at
+    ``output_size`` (default: the image size).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    image = image.convert("RGB")
+    oh, ow = image.height, image.width
+    out_h, out_w = output_size or (oh, ow)
+    if not prompts:
+        return np.zeros((0, out_h, out_w), dtype=bool), np.zeros((0,), dtype=np.float32)
+    device = next(sam_model.parameters()).device
+    dtype = next(sam_model.parameters()).dtype
+    inputs = sam_image_processor(images=image, return_tensors="pt")
+    rh, rw = (int(v) for v in inputs["reshaped_input_sizes"][0])
+    pad = sam_image_processor.pad_size
+    ph, pw = int(pad["height"]), int(pad["width"])
+    masks, ious = [], []
+    with torch.inference_mode():
+        embeddings = sam_model.get_image_embeddings(inputs["pixel_values"].to(device=device, dtype=dtype))
+        for prompt in prompts:
+            pts = np.asarray(prompt["points"], dtype=np.float64).reshape(-1, 2)
+            labels = np.asarray(prompt.get("labels", [1] * len(pts)), dtype=np.int64).reshape(-1)
+            if len(labels) != len(pts):
+                raise ValueError(f"{len(labels)} point labels for {len(pts)} points")
+            scaled = pts * np.array([rw / ow, rh / oh])
+            out = sam_model(
+                image_embeddings=embeddings,
+                input_points=torch.tensor(scaled, dtype=dtype, device=device).view(1, 1, -1, 2),
+                input_labels=torch.tensor(labels, device=device).view(1, 1, -1),
+                multimask_output=True,
+            )
+            logits = out.pred_masks[0, 0].float()  # (3, 256, 256) over the padded frame
+            iou = out.iou_scores[0, 0].float()
+            best = int(iou.argmax())
+            lh, lw = logits.shape[-2:]
+            logit = logits[best, : max(1, round(lh * rh / ph)), : max(1, round(lw * rw / pw))]
+            logit = F.interpolate(logit[None, None], (out_h, out_w), mode="bilinear", align_corners=False)[
+                0, 0
+            ]
+            masks.append((logit > 0).cpu().numpy())
+            ious.append(float(iou[best]))
+    return np.stack(masks), np.asarray(ious, dtype=np.float32)

@@ -6,18 +6,42 @@ import importlib
 import json
 import logging
 import os
+from collections.abc import Sized
 from typing import Any
 
 import numpy as np
+import torch
 from transformers import Pipeline
 
-from .image_io import ImageLoadError, describe_source, image_content_hash, load_image_rgb
-from .partition import region_summaries
+from .image_io import ImageLoadError, describe_source, image_content_hash, load_image_reduced, load_image_rgb
+from .partition import partition_work_shape, region_summaries, resize_label_map
 from .runtime import tune_cpu_allocator
 
 __all__ = ["ImageQualityPipeline"]
 
 logger = logging.getLogger(__name__)
+
+#: a reduced JPEG decode keeps at least this many times the model's input size (see decode_min_side)
+DECODE_OVERSAMPLING = 2
+#: annotation tensors an image may lack in a mixed batch (zeros = "no annotation" for that image)
+_OPTIONAL_KEYS = ("region_text_embeds", "region_distortion_levels", "region_annotation_mask")
+
+
+def _collate(items: list[dict]) -> dict:
+    """Batch preprocessed images: tensors concatenated, per-image metadata in ``_meta`` (a list), and in
+    ``_rows`` the positions of the images that loaded (the others carry ``_error`` and get no model row)."""
+    metas = [item["_meta"] if "_meta" in item else item for item in items]
+    good = [item for item in items if "_meta" in item]
+    batch: dict[str, Any] = {}
+    keys = [k for k in dict.fromkeys(k for item in good for k in item) if k != "_meta"]
+    for key in keys:
+        present = [item[key] for item in good if key in item]
+        if len(present) != len(good) and key not in _OPTIONAL_KEYS:
+            raise ValueError(f"cannot batch images with and without {key!r}")
+        batch[key] = torch.cat([item[key] if key in item else torch.zeros_like(present[0]) for item in good])
+    batch["_meta"] = metas
+    batch["_rows"] = [i for i, item in enumerate(items) if "_meta" in item]
+    return batch
 
 
 class ImageQualityPipeline(Pipeline):
@@ -32,18 +56,26 @@ class ImageQualityPipeline(Pipeline):
 
     Keyword arguments: ``skip_errors=True`` returns ``{"score": None, "error": ..., "source": ...}`` for an
     image that cannot be decoded (or is missing from ``annotation_store``) instead of raising (so one bad file
-    in a list does not lose the others); ``return_region_map=True`` adds the full-resolution region label map;
-    ``annotations=`` passes MLLM region annotations for a single image.
+    in a list does not lose the others, with or without ``batch_size``); ``return_region_map=True`` adds the
+    full-resolution region label map (built only then: regions are computed at the partition's working size
+    and boxes, areas and centroids are reported in full-resolution pixels without it); ``annotations=`` passes
+    MLLM region annotations for a single image; ``reduced_decode=False`` decodes every pixel of large JPEG
+    files (by default a JPEG at least twice the size the model needs is decoded at 1/2, 1/4 or 1/8 scale, see
+    :attr:`decode_min_side`).
+
+    ``batch_size=N`` scores N images per model call: the backbone still runs image by image on CPU
+    (``config.inference_batch_pixels``), the region attention and head run over the batch.
 
     ``annotation_store=STORE`` (a folder made by ``rsfiqa annotate``, or an ``AnnotationStore``) looks each
-    image up by CONTENT: its stored label map becomes the partition (so the regions are the annotated ones)
-    and each region gains ``description`` and ``distortion_levels`` ({dimension: expected level on 1..5});
-    the result has ``"annotated": True``. The store's annotator / prompt / partition are checked against
-    what the model was trained with (``config.annotation_*``): unusable annotations (other embedding size,
-    dimensions or level words) raise ``ValueError``, other differences are logged as warnings. An image
-    missing from the store raises ``MissingAnnotationError``, unless ``allow_missing_annotations=True``
-    (scored without annotations, ``"annotated": False``). With ``annotator=`` (a live ``RegionAnnotator``)
-    the store is that annotator's cache instead: looked up under its own key, computed and stored on a miss.
+    image up by CONTENT: its stored label map becomes the partition (so the regions are the annotated ones;
+    the partition itself does not run) and each region gains ``description`` and ``distortion_levels``
+    ({dimension: expected level on 1..5}); the result has ``"annotated": True``. The store's annotator /
+    prompt / partition are checked against what the model was trained with (``config.annotation_*``):
+    unusable annotations (other embedding size, dimensions or level words) raise ``ValueError``, other
+    differences are logged as warnings. An image missing from the store raises ``MissingAnnotationError``,
+    unless ``allow_missing_annotations=True`` (scored without annotations, ``"annotated": False``). With
+    ``annotator=`` (a live ``RegionAnnotator``) the store is that annotator's cache instead: looked up under
+    its own key, computed and stored on a miss.
 
     On CPU, creating the pipeline raises glibc's malloc thresholds for the process so that activation memory
     is reused between calls instead of page-faulted in again (:func:`tune_cpu_allocator`; about 1.5x faster
@@ -61,6 +93,42 @@ class ImageQualityPipeline(Pipeline):
         if self.device.type == "cpu":  # keep activation memory between calls (see runtime)
             tune_cpu_allocator()
 
+    @property
+    def decode_min_side(self) -> int:
+        """The smallest side a reduced JPEG decode may have: twice the model's input size (and SAM's input size
+        when the model partitions with SAM), so that the final resize still filters a larger image (the
+        scores of 12 MP photos then move by about 0.1 MOS points; see tests/test_pipeline.py)."""
+        config = self.model.config
+        side = max(config.image_size)
+        if config.partition_method == "sam":
+            side = max(side, int(getattr(config, "sam_longest_edge", 1024)))
+        return DECODE_OVERSAMPLING * side
+
+    def get_iterator(
+        self, inputs, num_workers: int, batch_size: int, preprocess_params, forward_params, postprocess_params
+    ):
+        """The base iterator with our own collation: images that failed to load (``skip_errors``) and images
+        with and without annotations can share a batch."""
+        if batch_size == 1:
+            return super().get_iterator(
+                inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params
+            )
+        from torch.utils.data import DataLoader
+        from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
+
+        if isinstance(inputs, Sized):
+            dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
+        else:
+            num_workers = min(num_workers, 1)
+            dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
+        loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=_collate)
+        model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
+        return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
+
+    def get_inference_context(self):
+        # no autograd bookkeeping at all (``no_grad`` still tracks versions and views)
+        return torch.inference_mode
+
     def _sanitize_parameters(
         self,
         skip_errors: bool | None = None,
@@ -69,11 +137,14 @@ class ImageQualityPipeline(Pipeline):
         annotator: Any = None,
         annotation_store: Any = None,
         allow_missing_annotations: bool | None = None,
+        reduced_decode: bool | None = None,
         **kwargs: Any,
     ):
         preprocess, postprocess = {}, {}
         if skip_errors is not None:
             preprocess["skip_errors"] = skip_errors
+        if reduced_decode is not None:
+            preprocess["reduced_decode"] = reduced_decode
         if annotations is not None:
             preprocess["annotations"] = annotations
         if annotator is not None:
@@ -94,10 +165,17 @@ class ImageQualityPipeline(Pipeline):
         annotator: Any = None,
         annotation_store: Any = None,
         allow_missing_annotations: bool = False,
+        reduced_decode: bool = True,
     ) -> dict:
         source = describe_source(image)
+        # annotations refer to the full-resolution pixels (stores are keyed by their content): decode them all
+        reduce = reduced_decode and annotations is None and annotator is None and annotation_store is None
         try:
-            rgb = load_image_rgb(image)
+            if reduce:
+                rgb, size = load_image_reduced(image, self.decode_min_side)
+            else:
+                rgb = load_image_rgb(image)
+                size = rgb.size
         except ImageLoadError as err:
             if skip_errors:
                 return {"_error": str(err), "_source": source}
@@ -113,8 +191,9 @@ class ImageQualityPipeline(Pipeline):
         elif annotation_store is not None and annotations is None:  # look the image up by content
             lookup = self._annotation_lookup(annotation_store)
             stored = lookup.get(image_content_hash(rgb), refresh=True)
-            if stored is not None:
+            if stored is not None:  # the stored regions: the partition does not run
                 annotations = stored.to_dict()
+                region_labels = [stored.label_map]
             elif not allow_missing_annotations:
                 err = lookup.missing_error(source)
                 if skip_errors:
@@ -122,19 +201,20 @@ class ImageQualityPipeline(Pipeline):
                 raise err
         elif annotations is not None and annotations.get("label_map") is not None:
             region_labels = [np.asarray(annotations["label_map"])]
+        if region_labels is None:  # the partition at its working size: no full-resolution map is built
+            work = partition_work_shape(self.processor, rgb.height, rgb.width)
+            region_labels = [self.processor.partition(rgb, sam_model=sam_model, output_size=work)]
         inputs = self.processor(
             rgb,
             region_labels=region_labels,
             annotations=[annotations] if annotations is not None else None,
             sam_model=sam_model,
-            return_region_maps=True,
         )
-        region_map = inputs.pop("region_maps")[0]
         model_inputs = {k: v for k, v in inputs.items() if k in self.processor.model_input_names}
         model_inputs["_meta"] = {
             "source": source,
-            "size": rgb.size,
-            "region_map": region_map,
+            "size": size,
+            "region_map": np.asarray(region_labels[0]),
             "annotations": annotations,
             "annotated": None if annotation_store is None and annotator is None else annotations is not None,
         }
@@ -165,28 +245,34 @@ class ImageQualityPipeline(Pipeline):
         return lookup
 
     def _forward(self, model_inputs: dict) -> dict:
-        if "_error" in model_inputs:
+        meta = model_inputs.pop("_meta", None)
+        if meta is None:  # one image that failed to load
             return model_inputs
-        meta = model_inputs.pop("_meta")
-        outputs = self.model(**model_inputs)
-        return {
-            "score": outputs.score.float().cpu(),
-            "attention_map": outputs.attention_map.float().cpu(),
-            "region_scores": outputs.region_scores.float().cpu(),
-            "region_importance": outputs.region_importance.float().cpu(),
-            "_meta": meta,
-        }
+        rows = model_inputs.pop("_rows", None)  # batched: the rows of `meta` that have model inputs
+        result: dict[str, Any] = {}
+        if rows is None or rows:
+            outputs = self.model(**model_inputs)
+            for name in ("score", "attention_map", "region_scores", "region_importance"):
+                value = getattr(outputs, name).float().cpu()
+                if rows is not None and len(rows) != len(meta):  # failed images get NaN rows
+                    full = value.new_full((len(meta), *value.shape[1:]), float("nan"))
+                    full[rows] = value
+                    value = full
+                result[name] = value
+        result["_meta"] = meta
+        return result
 
     def postprocess(self, model_outputs: dict, return_region_map: bool = False) -> dict:
-        if "_error" in model_outputs:
-            return {"score": None, "error": model_outputs["_error"], "source": model_outputs["_source"]}
-        meta = model_outputs["_meta"]
+        meta = model_outputs.get("_meta", model_outputs)
+        if "_error" in meta:
+            return {"score": None, "error": meta["_error"], "source": meta["_source"]}
+        width, height = meta["size"]
         region_map = meta["region_map"]
         region_scores = model_outputs["region_scores"][0].numpy()
         importance = model_outputs["region_importance"][0].numpy()
         annotations = meta.get("annotations")
         regions = []
-        for summary in region_summaries(region_map):
+        for summary in region_summaries(region_map, image_size=(height, width)):
             k = summary["label"]
             region = {**summary, "score": float(region_scores[k]), "importance": float(importance[k])}
             if annotations is not None and k < len(annotations.get("descriptions", [])):
@@ -203,12 +289,12 @@ class ImageQualityPipeline(Pipeline):
             "regions": regions,
             "attention_map": model_outputs["attention_map"][0].numpy(),
             "source": meta["source"],
-            "size": tuple(meta["size"]),
+            "size": (int(width), int(height)),
         }
         if meta.get("annotated") is not None:
             result["annotated"] = meta["annotated"]
         if return_region_map:
-            result["region_map"] = region_map
+            result["region_map"] = resize_label_map(region_map, (height, width))
         return result
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:

@@ -37,6 +37,12 @@ __all__ = [
     "metric_nan_reason",
     "evaluate_metric_path",
     "load_evaluate_metric",
+    "VQA_METRIC_NAMES",
+    "TEN_SPLIT_SEEDS",
+    "zscore_rescale",
+    "compute_vqa_metrics",
+    "reference_split",
+    "summarize_split_metrics",
 ]
 
 METRIC_NAMES: tuple[str, ...] = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
@@ -193,3 +199,77 @@ def load_evaluate_metric(**kwargs: Any):
     if not os.path.isfile(os.path.join(path, "iqa_metrics.py")):
         raise FileNotFoundError(f"Packaged evaluate metric not found: {os.path.join(path, 'iqa_metrics.py')}")
     return evaluate.load(path, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# VQA evaluation protocol of the Q-CLIP reference code (train.py: rescale, then SRCC / PLCC / KRCC / RMSE)
+# ----------------------------------------------------------------------------------------------------------
+VQA_METRIC_NAMES: tuple[str, ...] = ("srcc", "plcc", "krcc", "rmse")
+
+
+def zscore_rescale(predictions: Any, references: Any) -> np.ndarray:
+    """The reference's linear rescale: z-score the predictions, then give them the references' mean and
+    (population) std. Constant predictions map to the references' mean."""
+    pred, ref = _as_1d(predictions, "predictions"), _as_1d(references, "references")
+    sd = float(np.std(pred))
+    if sd < 1e-8:
+        return np.full_like(pred, float(np.mean(ref)))
+    return (pred - np.mean(pred)) / sd * np.std(ref) + np.mean(ref)
+
+
+def compute_vqa_metrics(predictions: Any, references: Any) -> dict[str, float]:
+    """SRCC, PLCC, KRCC and RMSE after :func:`zscore_rescale` (the Q-CLIP reference evaluation).
+
+    Rank metrics do not change under the rescale; PLCC equals the raw PLCC; RMSE is on the reference scale.
+    Non-finite pairs are dropped (with a :class:`MetricWarning`); undefined correlations are ``nan``.
+    """
+    pred, ref, dropped = _paired_finite(predictions, references)
+    if dropped:
+        warnings.warn(f"dropped {dropped} pair(s) with NaN/inf values", MetricWarning, stacklevel=2)
+    out = dict.fromkeys(VQA_METRIC_NAMES, float("nan"))
+    if pred.size == 0:
+        return out
+    fitted = zscore_rescale(pred, ref)
+    out["rmse"] = float(np.sqrt(np.mean((fitted - ref) ** 2)))
+    reason = _degenerate_reason(pred, ref)
+    if reason is not None:
+        warnings.warn(f"VQA metrics are nan: {reason}", MetricWarning, stacklevel=2)
+        return out
+    out["srcc"] = float(stats.spearmanr(ref, fitted)[0])
+    out["plcc"] = float(stats.pearsonr(ref, fitted)[0])
+    out["krcc"] = float(stats.kendalltau(ref, fitted)[0])
+    return out
+
+
+def reference_split(num_items: int, seed: int, train_ratio: float = 0.8) -> tuple[list[int], list[int]]:
+    """(train, test) indices exactly as the Q-CLIP reference splits a label file: ``random.Random(seed)``
+    shuffles the rows, the first ``int(n * train_ratio)`` train, the rest test."""
+    import random
+
+    if not 0.0 < train_ratio < 1.0:
+        raise ValueError(f"train_ratio must be in (0, 1), got {train_ratio}")
+    order = list(range(num_items))
+    random.Random(seed).shuffle(order)
+    cut = int(num_items * train_ratio)
+    return order[:cut], order[cut:]
+
+
+#: the 10 seeds of the 10-split protocol (the reference's configs use seed 42; its README averages 10 seeds)
+TEN_SPLIT_SEEDS: tuple[int, ...] = tuple(range(42, 52))
+
+
+def summarize_split_metrics(per_split: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean, std (population) and median of each metric over the splits of the 10-split protocol."""
+    if not per_split:
+        raise ValueError("no split results to summarise")
+    names = [k for k in per_split[0] if all(k in r for r in per_split)]
+    out = {}
+    for name in names:
+        values = np.asarray([float(r[name]) for r in per_split], dtype=np.float64)
+        out[name] = {
+            "mean": float(np.nanmean(values)),
+            "std": float(np.nanstd(values)),
+            "median": float(np.nanmedian(values)),
+            "splits": int(np.isfinite(values).sum()),
+        }
+    return out

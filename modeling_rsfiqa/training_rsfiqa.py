@@ -268,7 +268,8 @@ class RSFIQATransform:
         if small is None:
             from .partition import resize_label_map
 
-            small = self._stored_maps[key] = resize_label_map(ann.label_map, self.cache.label_size)
+            small = resize_label_map(ann.label_map, self.cache.label_size)
+            self._stored_maps[key] = small = small.astype(np.int16 if small.max() < 2**15 else np.int32)
         return small, {"text_embeds": ann.text_embeds, "distortion_levels": ann.distortion_levels}
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:

@@ -249,7 +249,12 @@ def test_whole_loop(loop, trained):
     assert sam_fingerprint(iqa.model.segmenter) == profile.partition_settings["sam_model"]
     image = str(loop.data / "img002.png")
     stored = AnnotationLookup(loop.store).get(AnnotationLookup.image_hash(image))
-    with_store = iqa(image, annotation_store=str(loop.store), return_region_map=True)
+    own_partition = iqa.processor.partition
+    iqa.processor.partition = None  # a store hit takes the stored regions: the (SAM) partition must not run
+    try:
+        with_store = iqa(image, annotation_store=str(loop.store), return_region_map=True)
+    finally:
+        iqa.processor.partition = own_partition
     without = iqa(image, return_region_map=True)
     assert with_store["annotated"] is True and "annotated" not in without
     assert np.array_equal(with_store["region_map"], stored.label_map)  # the stored regions are used

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_rsfiqa.image_io import ImageLoadError, image_content_hash, load_image_rgb
+from modeling_rsfiqa.image_io import ImageLoadError, image_content_hash, load_image_reduced, load_image_rgb
 
 
 @pytest.fixture
@@ -89,3 +89,58 @@ def test_content_hash_depends_on_pixels_only(tmp_path, rgb_array):
     changed = rgb_array.copy()
     changed[0, 0, 0] ^= 1
     assert image_content_hash(a) != image_content_hash(load_image_rgb(changed))
+
+
+def _header_only_png(path, width: int, height: int) -> None:
+    """A PNG that declares ``width x height`` pixels but carries none: Pillow refuses it from the header alone,
+    so a decompression-bomb test needs no 900-megapixel image."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+
+
+def test_decompression_bomb_names_the_file_and_the_limit(tmp_path):
+    path = tmp_path / "bomb.png"
+    _header_only_png(path, 30000, 30000)
+    assert path.stat().st_size < 100
+    with pytest.raises(ImageLoadError) as info:
+        load_image_rgb(path)
+    assert info.value.source == str(path) and str(path) in str(info.value)
+    assert "MAX_IMAGE_PIXELS" in str(info.value)
+    with pytest.raises(ImageLoadError, match="bomb.png"):
+        load_image_reduced(path, 500)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale(tmp_path, rgb_array):
+    path = tmp_path / "large.jpg"
+    Image.fromarray(rgb_array).resize((2100, 1600)).save(path, quality=90)
+    image, size = load_image_reduced(path, 500)
+    assert size == (2100, 1600) and image.size == (1050, 800) and image.mode == "RGB"  # 1/2: sides >= 500
+    image, size = load_image_reduced(path, 250)
+    assert size == (2100, 1600) and image.size == (525, 400)  # 1/4
+    image, size = load_image_reduced(path, 1100)  # not twice the minimum: decoded in full
+    assert image.size == size == (2100, 1600)
+    full = np.asarray(load_image_rgb(path).resize((1050, 800), Image.BILINEAR, reducing_gap=2.0), np.float32)
+    reduced = np.asarray(load_image_reduced(path, 500)[0], np.float32)
+    assert np.abs(full - reduced).mean() < 2.0  # the same picture, filtered a little differently
+    png = tmp_path / "large.png"  # only JPEG has a reduced decode
+    Image.fromarray(rgb_array).resize((2100, 1600)).save(png)
+    assert load_image_reduced(png, 500)[0].size == (2100, 1600)
+    array = np.zeros((1600, 2100, 3), np.uint8)
+    assert load_image_reduced(array, 500)[0].size == (2100, 1600)
+
+
+def test_reduced_decode_reports_the_oriented_full_size(tmp_path, rgb_array):
+    path = tmp_path / "rotated-large.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    Image.fromarray(rgb_array).resize((2100, 1600)).save(path, exif=exif)
+    image, size = load_image_reduced(path, 500)
+    assert size == (1600, 2100) and image.size == (800, 1050)

@@ -314,6 +314,32 @@ def test_fuse_conv_batchnorm_refuses_a_conv_output_with_another_consumer():
     torch.testing.assert_close(fused(x), plain(x), atol=1e-5, rtol=1e-5)
 
 
+def test_cpu_inference_splits_large_batches_without_changing_results():
+    """config.inference_batch_pixels: the backbone runs chunk by chunk in eval/no-grad CPU inference only."""
+    torch.manual_seed(0)
+    config = tiny_config(use_region_descriptions=False)
+    model = RSFIQAForQualityScoring(config).eval()
+    _randomise_batchnorm(model)
+    x = torch.randn(5, 3, *config.image_size)
+    labels = make_region_labels(config, 5)
+    pixels = config.image_size[0] * config.image_size[1]
+    calls = []
+    with torch.no_grad():
+        whole = model(pixel_values=x, region_labels=labels).score
+        model.config.inference_batch_pixels = 2 * pixels  # chunks of 2 images: 2 + 2 + 1
+        hook = model.inference_backbone().register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+        split = model(pixel_values=x, region_labels=labels).score
+        hook.remove()
+        assert calls == [2, 2, 1]
+        model.config.inference_batch_pixels = 1  # smaller than one image: still one image at a time
+        assert model._inference_chunk(x) == 1
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
+    model.train()  # batch statistics while training: never split
+    assert model._inference_chunk(x) == 5
+    model.eval()
+    assert model._inference_chunk(x) == 5  # gradients on
+
+
 class TestRSFIQASemanticHead(TestRSFIQAWithDescriptions):
     """`semantic_head`: the RSA region tokens also feed the head (round trip, batching, gradients)."""
 

@@ -122,6 +122,18 @@ def test_region_summaries_match_a_per_region_scan(shape):
     assert region_summaries(np.full((3, 4), -1)) == []
 
 
+@pytest.mark.parametrize(
+    "shape,size", [((48, 64), (3024, 4032)), ((7, 13), (40, 56)), ((64, 48), (61, 45)), ((1, 5), (3, 17))]
+)
+def test_region_summaries_of_a_work_map_equal_those_of_the_upsampled_map(shape, size):
+    """Boxes of a 12 MP photo from its 64 px working map: the figures the full-size map would give, exactly."""
+    rng = np.random.default_rng(shape[0])
+    labels = rng.integers(-1, 6, shape).astype(np.int32)
+    direct = region_summaries(labels, image_size=size)
+    assert direct == region_summaries(resize_label_map(labels, size))
+    assert all(0 <= s["box"][0] < s["box"][2] <= size[1] for s in direct)
+
+
 class CountingSam(torch.nn.Module):
     """Wraps a SamModel and counts encoder and decoder calls."""
 

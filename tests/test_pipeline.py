@@ -159,3 +159,57 @@ def test_cpu_allocator_tuning_respects_the_environment(monkeypatch):
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert runtime.tune_cpu_allocator() is expected
     assert runtime.tune_cpu_allocator() is expected  # idempotent
+
+
+def test_batched_results_equal_single_results(iqa, tmp_path):
+    """pipeline(list, batch_size=...) gives what one call per image gives (sizes differ inside a batch)."""
+    paths = []
+    for i, (h, w) in enumerate([(40, 56), (64, 64), (33, 90), (80, 48), (40, 56)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(random_image(h, w, seed=i)).save(paths[-1])
+    single = [iqa(str(p)) for p in paths]
+    for batch_size in (2, 8):
+        batched = iqa([str(p) for p in paths], batch_size=batch_size)
+        for a, b in zip(single, batched, strict=True):
+            assert b["score"] == pytest.approx(a["score"], abs=1e-4)
+            assert b["size"] == a["size"] and b["source"] == a["source"]
+            assert [r["box"] for r in b["regions"]] == [r["box"] for r in a["regions"]]
+            np.testing.assert_allclose(b["attention_map"], a["attention_map"], atol=1e-5)
+            for ra, rb in zip(a["regions"], b["regions"], strict=True):
+                assert rb["score"] == pytest.approx(ra["score"], abs=1e-4)
+
+
+def test_bad_files_in_a_batch_are_reported_not_fatal(iqa, tmp_path):
+    from test_image_inputs import _header_only_png
+
+    good = tmp_path / "good.png"
+    Image.fromarray(random_image(40, 56)).save(good)
+    bomb = tmp_path / "bomb.png"
+    _header_only_png(bomb, 30000, 30000)
+    inputs = [str(good), str(tmp_path / "missing.jpg"), str(bomb), str(good)]
+    expected = iqa(str(good))["score"]
+    for batch_size in (1, 2, 4):
+        results = iqa(inputs, batch_size=batch_size, skip_errors=True)
+        assert [r["score"] is None for r in results] == [False, True, True, False]
+        assert "missing.jpg" in results[1]["error"] and "bomb.png" in results[2]["error"]
+        assert "MAX_IMAGE_PIXELS" in results[2]["error"]
+        assert results[0]["score"] == pytest.approx(expected, abs=1e-4)
+        assert results[3]["score"] == pytest.approx(expected, abs=1e-4)
+    assert iqa([str(bomb)] * 2, batch_size=2, skip_errors=True)[1]["source"] == str(bomb)
+    with pytest.raises(ImageLoadError, match="bomb.png"):
+        iqa(inputs[2:], batch_size=2)
+
+
+def test_regions_of_the_work_map_are_reported_in_image_pixels(iqa):
+    """Regions come from the partition's working map; boxes/areas equal those of the full-size map."""
+    from modeling_rsfiqa.partition import region_summaries
+
+    iqa.processor.superpixel_work_size, saved = 32, iqa.processor.superpixel_work_size
+    try:
+        out = iqa(random_image(90, 120), return_region_map=True)
+    finally:
+        iqa.processor.superpixel_work_size = saved
+    assert out["region_map"].shape == (90, 120)
+    expected = region_summaries(out["region_map"])
+    assert [r["box"] for r in out["regions"]] == [s["box"] for s in expected]
+    assert [r["area"] for r in out["regions"]] == pytest.approx([s["area"] for s in expected])
