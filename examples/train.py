@@ -12,6 +12,16 @@ Data: ``--dataset_name`` (Hub id, a ``save_to_disk`` folder such as the output o
 of the training rows are held out with a permutation seeded by ``--split_seed`` (default ``--seed``):
 identical on every rank (checked) and recorded in ``<output_dir>/data_split.json``.
 
+Annotations (the paper's loop): ``--annotations STORE`` (an annotation store from ``rsfiqa annotate``) gives
+the training and validation images their region label maps AND their MLLM region annotations (description
+embeddings, distortion levels), looked up by image content; the semantic branch of RSA is switched on and
+trained (``use_region_descriptions``, ``description_embed_dim`` = the store's embedding size), the model's
+region settings become the store's, and the saved config and model card record the annotator, prompt and
+partition. Images missing from the store are an error listing them, unless ``--allow_missing_annotations``
+(they then get the model's own regions and the learned "no annotation" embedding). SAM-partitioned stores
+need ``--sam_model DIR``, the SAM folder the store was made with (checked by content fingerprint): it
+becomes the model's segmenter, so new images are partitioned the same way.
+
 Model: ``--model_name_or_path`` is a preset name (``configuration/models/*.json``), a config JSON, a saved
 model folder or a Hub id. Region label maps (superpixels) are computed on the fly in ``set_transform`` and
 cached per image content (in memory, and on disk with ``--region_cache_dir``; ``--precompute_regions``
@@ -45,7 +55,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_rsfiqa  # noqa: F401  (registers the Auto classes and the pipeline)
 from modeling_rsfiqa.configuration_rsfiqa import RSFIQAConfig
-from modeling_rsfiqa.factory import create_model, list_presets
+from modeling_rsfiqa.factory import create_model, list_presets, preset_config
 from modeling_rsfiqa.modeling_rsfiqa import RSFIQAForQualityScoring
 from modeling_rsfiqa.processing_rsfiqa import RSFIQAProcessor
 from modeling_rsfiqa.training_rsfiqa import (
@@ -54,6 +64,8 @@ from modeling_rsfiqa.training_rsfiqa import (
     RSFIQATrainer,
     RSFIQATransform,
     add_backbone_lora,
+    annotation_config_overrides,
+    annotation_coverage,
     compute_metrics,
     freeze_backbone,
     freeze_backbone_stages,
@@ -87,6 +99,10 @@ _PROCESSOR_FIELDS = {
     "sam_points_per_batch",
     "sam_pred_iou_thresh",
     "sam_stability_score_thresh",
+    "superpixel_work_size",
+    "distortion_dimensions",
+    "level_words",
+    "prompt_version",
 }
 
 
@@ -143,6 +159,13 @@ class ModelArguments:
         metadata={
             "help": "Regex over full module names (peft full match); default: the backbone's Linear and "
             "safe Conv2d layers (1x1 / statically padded, not depthwise)."
+        },
+    )
+    sam_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "SAM folder (saved from transformers SamModel + SamProcessor): the model partitions with it "
+            "(its weights become the model's segmenter). Required with a SAM-partitioned --annotations store."
         },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Hub / datasets download cache."})
@@ -204,6 +227,27 @@ class DataArguments:
     )
     precompute_regions: bool = field(
         default=False, metadata={"help": "Fill --region_cache_dir before training (sharded over processes)."}
+    )
+    annotations: str | None = field(
+        default=None,
+        metadata={
+            "help": "Annotation store (`rsfiqa annotate --out`): region label maps and MLLM annotations of the "
+            "training and validation images; trains the semantic branch of RSA."
+        },
+    )
+    annotation_profile: str | None = field(
+        default=None,
+        metadata={
+            "help": "When the store holds several annotators / prompts / partitions: a substring of the one "
+            "to use (its model, prompt or partition fingerprint)."
+        },
+    )
+    allow_missing_annotations: bool = field(
+        default=False,
+        metadata={
+            "help": "Images missing from --annotations get the model's own regions and the 'no annotation' "
+            "embedding instead of stopping the run."
+        },
     )
 
 
@@ -467,11 +511,66 @@ def _resolve_weights(spec: str) -> str | bool:
     raise FileNotFoundError(f"--pretrained_backbone {spec!r} is not a file (nor 'config' / 'timm')")
 
 
+def _is_trained(model_args: ModelArguments) -> bool:
+    name = model_args.model_name_or_path
+    path = Path(name)
+    is_saved = path.is_dir() and (path / "config.json").is_file()
+    return is_saved or not ((path.suffix == ".json" and path.is_file()) or name in list_presets())
+
+
+def base_config(model_args: ModelArguments) -> RSFIQAConfig:
+    """The config of --model_name_or_path before any override (preset, JSON, folder or Hub id)."""
+    name = model_args.model_name_or_path
+    if not _is_trained(model_args):
+        return preset_config(name)
+    path = Path(name)
+    kwargs: dict[str, Any] = (
+        {} if path.is_dir() else {"revision": model_args.model_revision, "cache_dir": model_args.cache_dir}
+    )
+    return RSFIQAConfig.from_pretrained(name, **kwargs)
+
+
+def _merge_overrides(user: dict[str, Any], derived: dict[str, Any], source: str) -> dict[str, Any]:
+    """``derived`` (from the annotation store / SAM) plus the user's --config_overrides; a contradiction is an error."""
+    clash = {k: (user[k], v) for k, v in derived.items() if k in user and user[k] != v}
+    if clash:
+        detail = ", ".join(f"{k}={a!r} (the {source} needs {b!r})" for k, (a, b) in clash.items())
+        raise ValueError(f"--config_overrides contradicts the {source}: {detail}")
+    return {**derived, **user}
+
+
 def load_model_and_processor(
     model_args: ModelArguments,
+    extra_overrides: dict[str, Any] | None = None,
+    sam: tuple[Any, Any] | None = None,
 ) -> tuple[RSFIQAForQualityScoring, RSFIQAProcessor, bool]:
-    """(model, processor, trained) where ``trained`` says the weights come from a saved model."""
+    """(model, processor, trained) where ``trained`` says the weights come from a saved model.
+
+    ``extra_overrides``: config fields required by the annotation store (merged with --config_overrides);
+    ``sam``: ``(SamModel, SamImageProcessor)`` from --sam_model, copied into the model's segmenter."""
     overrides = parse_config_overrides(model_args.config_overrides)
+    derived = dict(extra_overrides or {})
+    if sam is not None:
+        ip = sam[1]
+        derived.update(
+            partition_method="sam",
+            sam_config=sam[0].config,
+            sam_longest_edge=int((ip.size or {}).get("longest_edge") or 1024),
+        )
+    if derived:
+        overrides = _merge_overrides(
+            {k: v for k, v in overrides.items() if k != "sam_config"}, derived, "annotation store / SAM model"
+        )
+    model, processor, trained = _load_model_and_processor(model_args, overrides)
+    if sam is not None:
+        model.segmenter.load_state_dict(sam[0].state_dict())
+        processor.sam_image_processor = sam[1]
+    return model, processor, trained
+
+
+def _load_model_and_processor(
+    model_args: ModelArguments, overrides: dict[str, Any]
+) -> tuple[RSFIQAForQualityScoring, RSFIQAProcessor, bool]:
     name = model_args.model_name_or_path
     path = Path(name)
     weights = _resolve_weights(model_args.pretrained_backbone) if model_args.pretrained_backbone else False
@@ -502,6 +601,132 @@ def load_model_and_processor(
             logger.warning("no processor saved with %s; building one from its config", name)
             processor = RSFIQAProcessor.from_model_config(model.config)
     return model, processor, True
+
+
+def open_annotations(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: TrainingArguments,
+    splits: dict[str, Any],
+) -> tuple[Any, dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(AnnotationLookup or None, config overrides, coverage per split)`` for ``--annotations``.
+
+    Every image of every split is looked up by content; missing ones are an error listing them (the full list
+    goes to ``<output_dir>/missing_annotations.json``) unless ``--allow_missing_annotations``."""
+    if not data_args.annotations:
+        return None, {}, {}
+    from modeling_rsfiqa.annotation_store_rsfiqa import AnnotationLookup
+
+    config = base_config(model_args)
+    lookup = AnnotationLookup.for_config(data_args.annotations, config, select=data_args.annotation_profile)
+    profile = lookup.profile
+    logger.info("annotations: %s", profile.describe())
+    for text in lookup.mismatches:
+        logger.warning("annotation store %s: %s", data_args.annotations, text)
+    trained = _is_trained(model_args)
+    overrides, notes = annotation_config_overrides(profile, config, trained=trained)
+    if not trained and "semantic_head" not in parse_config_overrides(model_args.config_overrides):
+        overrides["semantic_head"] = True  # absolute distortion levels reach the score (modeling step 7)
+    for text in notes:
+        logger.warning("annotation store %s: %s", data_args.annotations, text)
+    coverage: dict[str, dict[str, Any]] = {}
+    report: dict[str, list[str]] = {}
+    for split, ds in splits.items():
+        if ds is None:
+            continue
+        found, missing = annotation_coverage(
+            ds, lookup, data_args.image_column_name, progress=training_args.should_log
+        )
+        coverage[split] = {"annotated": len(found), "missing": len(missing), "missing_rows": missing}
+        if missing:
+            names = _row_names(ds, data_args.image_column_name)
+            report[split] = [names[i] if names else f"row {i}" for i in missing]
+    if report and training_args.should_save:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(
+            os.path.join(training_args.output_dir, "missing_annotations.json"), "w", encoding="utf-8"
+        ) as f:
+            json.dump(
+                {"store": data_args.annotations, "profile": profile.describe(), "missing": report},
+                f,
+                indent=2,
+            )
+    if report:
+        lines = []
+        for split, names in report.items():
+            shown = ", ".join(names[:20]) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
+            lines.append(f"{split}: {len(names)} of {coverage[split]['annotated'] + len(names)} ({shown})")
+        text = (
+            f"images not in the annotation store {data_args.annotations} ({profile.describe()}): "
+            + "; ".join(lines)
+        )
+        if not data_args.allow_missing_annotations:
+            raise ValueError(
+                text + ". Annotate them (`rsfiqa annotate --data ... --out STORE`), or pass "
+                "--allow_missing_annotations to train them with the model's own regions and the 'no annotation' "
+                "embedding (the list is in missing_annotations.json)."
+            )
+        logger.warning("%s; they use the 'no annotation' embedding (--allow_missing_annotations)", text)
+    return lookup, overrides, coverage
+
+
+def load_sam(model_args: ModelArguments, annotations: Any) -> tuple[Any, Any] | None:
+    """``(SamModel, SamImageProcessor)`` from --sam_model, checked against a SAM-partitioned store."""
+    settings = (annotations.profile.partition_settings or {}) if annotations is not None else {}
+    if not model_args.sam_model:
+        if settings.get("sam_model") and base_config(model_args).sam_config is None:
+            raise ValueError(_sam_needed(settings["sam_model"], "has no SAM segmenter"))
+        return None
+    if annotations is not None and settings.get("partition_method") != "sam":
+        raise ValueError(
+            f"--sam_model is given but the annotation store's regions are not SAM's ({settings or 'unknown'}): "
+            "the model would partition new images differently from the annotated ones; drop --sam_model"
+        )
+    from modeling_rsfiqa.partition import load_sam_model, sam_fingerprint
+
+    sam = load_sam_model(model_args.sam_model)
+    want = settings.get("sam_model")
+    if want and sam_fingerprint(sam[0]) != want:
+        raise ValueError(
+            f"--sam_model {model_args.sam_model} is SAM {sam_fingerprint(sam[0])}, but the annotation store's "
+            f"regions were made by SAM {want}: pass the SAM folder the store was annotated with"
+        )
+    return sam
+
+
+def check_segmenter(model: RSFIQAForQualityScoring, annotations: Any, sam: Any) -> None:
+    """A SAM-partitioned store needs the model to carry that SAM (from --sam_model or already trained in)."""
+    want = ((annotations.profile.partition_settings or {}) if annotations is not None else {}).get(
+        "sam_model"
+    )
+    if not want or sam is not None:
+        return
+    from modeling_rsfiqa.partition import sam_fingerprint
+
+    have = sam_fingerprint(model.segmenter) if model.segmenter is not None else None
+    if have != want:
+        raise ValueError(_sam_needed(want, f"carries SAM {have}" if have else "has no SAM segmenter"))
+
+
+def _sam_needed(want: str, model_state: str) -> str:
+    return (
+        f"the annotation store's regions were made by SAM {want}; the model {model_state}: pass --sam_model DIR "
+        "(the SAM folder given to `rsfiqa annotate --sam-model`) so that the trained model partitions new images "
+        "the same way"
+    )
+
+
+def annotation_card_text(annotations: Any, coverage: dict[str, dict[str, Any]], config: RSFIQAConfig) -> str:
+    """One line for the model card: who annotated, with what prompt and regions, and how many images."""
+    profile = annotations.profile
+    cover = ", ".join(
+        f"{split} {c['annotated']}/{c['annotated'] + c['missing']}" for split, c in coverage.items()
+    )
+    return (
+        f"annotator `{profile.model}`, prompt `{profile.prompt}`, regions `{profile.partition}` "
+        f"({(profile.partition_settings or {}).get('partition_method', 'see config')}); "
+        f"description embeddings of size {config.description_embed_dim}; images annotated: {cover}"
+    )
 
 
 def configure_labels(
@@ -651,7 +876,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_same_split_on_all_ranks(split_info)
     logger.info("data %s: %s (validation: %s)", source, split_info["num_rows"], split_info.get("note"))
 
-    model, processor, trained = load_model_and_processor(model_args)
+    splits = {"train": train_ds, "validation": eval_ds, "test": test_ds}
+    annotations, store_overrides, coverage = open_annotations(data_args, model_args, training_args, splits)
+    sam = load_sam(model_args, annotations)
+    model, processor, trained = load_model_and_processor(model_args, store_overrides, sam)
+    check_segmenter(model, annotations, sam)
     norm_mode = configure_labels(model, train_ds, data_args, model_args, meta, trained)
     trainable = configure_trainable(model, model_args)
 
@@ -662,7 +891,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if data_args.region_cache_dir is None:
             logger.warning("--precompute_regions needs --region_cache_dir to share the work; skipped")
         else:
-            for ds in (d for d in (train_ds, eval_ds, test_ds) if d is not None):
+            for split, ds in splits.items():
+                if ds is None:
+                    continue
+                if annotations is not None:  # stored images take their regions from the store
+                    ds = ds.select(coverage[split]["missing_rows"])
                 n = precompute_region_labels(
                     ds,
                     cache,
@@ -675,7 +908,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             from accelerate import PartialState
 
             PartialState().wait_for_everyone()
-    common = {"image_column": data_args.image_column_name, "label_column": data_args.label_column_name}
+    common = {
+        "image_column": data_args.image_column_name,
+        "label_column": data_args.label_column_name,
+        "annotations": annotations,
+    }
     train_ds.set_transform(
         RSFIQATransform(
             processor,
@@ -715,6 +952,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "world_size": training_args.world_size,
         **trainable,
     }
+    if annotations is not None:
+        card_info["uses_annotations"] = True
+        card_info["annotations"] = annotation_card_text(annotations, coverage, model.config)
     trainer = RSFIQATrainer(
         model=model,
         args=training_args,

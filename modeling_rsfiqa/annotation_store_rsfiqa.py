@@ -23,7 +23,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -47,6 +47,11 @@ __all__ = [
     "cached_annotate",
     "annotate_items",
     "list_image_items",
+    "AnnotationProfile",
+    "AnnotationLookup",
+    "MissingAnnotationError",
+    "select_profile",
+    "provenance_mismatches",
 ]
 
 ANNOTATION_FEATURES = Features(
@@ -210,6 +215,28 @@ class AnnotationStore:
     def __init__(self, root: str, flush_every: int = 1, writer_id: str | int = "w"):
         self.root = os.fspath(root)
         os.makedirs(self.root, exist_ok=True)
+        self._init(flush_every, writer_id)
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> AnnotationStore:
+        """An EXISTING store for reading (never creates a folder): ``FileNotFoundError`` if ``root`` is
+        missing, ``ValueError`` if it holds no annotation shards."""
+        root = os.fspath(root)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(
+                f"annotation store {root!r} does not exist (make one with `rsfiqa annotate --out {root} ...`)"
+            )
+        store = cls.__new__(cls)
+        store.root = root
+        store._init(1, "r")
+        if not store.shard_paths():
+            raise ValueError(
+                f"{root!r} is not an annotation store: it holds no *.parquet shards "
+                f"(made by `rsfiqa annotate --out {root} ...`)"
+            )
+        return store
+
+    def _init(self, flush_every: int, writer_id: str | int) -> None:
         self.flush_every = max(1, int(flush_every))
         self.writer_id = str(writer_id)
         self._index: dict[str, tuple[str, int]] = {}
@@ -259,8 +286,8 @@ class AnnotationStore:
             return None
         path, i = loc
         table = self._tables.get(path)
-        if table is None:
-            table = pq.read_table(path)
+        if table is None:  # memory-mapped: processes reading one store (DDP ranks) share the page cache
+            table = pq.read_table(path, memory_map=True)
             if len(self._tables) > 8:
                 self._tables.pop(next(iter(self._tables)))
             self._tables[path] = table
@@ -270,6 +297,51 @@ class AnnotationStore:
         """The stored annotations, or ``None``."""
         row = self.get_row(key)
         return None if row is None else _decode_row(row)
+
+    def index_rows(self) -> list[dict[str, Any]]:
+        """The small columns of every entry (no arrays): key, image_hash, partition, model, prompt, embed_dim,
+        num_regions, dimensions, level_words, source."""
+        columns = ["key", "image_hash", "partition", "model", "prompt", "embed_dim", "num_regions"]
+        columns += ["dimensions", "level_words", "source"]
+        rows, seen = [], set()
+        for row in self._pending.values():
+            rows.append({c: row[c] for c in columns})
+            seen.add(row["key"])
+        for path in self.shard_paths():
+            try:
+                table = pq.read_table(path, columns=columns)
+            except Exception as err:  # same policy as refresh()
+                logger.warning("skipping unreadable shard %s: %s", path, err)
+                continue
+            for row in table.to_pylist():
+                if row["key"] not in seen:
+                    seen.add(row["key"])
+                    rows.append(row)
+        return rows
+
+    def profiles(self) -> list[AnnotationProfile]:
+        """One :class:`AnnotationProfile` per (annotator model, prompt, partition) found in the store."""
+        groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for row in self.index_rows():
+            groups.setdefault((row["model"], row["prompt"], row["partition"]), []).append(row)
+        out = []
+        for (model, prompt, partition), rows in sorted(groups.items()):
+            first = self.get_row(rows[0]["key"]) or {}
+            meta = json.loads(first.get("meta") or "{}")
+            out.append(
+                AnnotationProfile(
+                    model=model,
+                    prompt=prompt,
+                    partition=partition,
+                    count=len(rows),
+                    embed_dims=tuple(sorted({int(r["embed_dim"]) for r in rows})),
+                    dimensions=tuple(rows[0]["dimensions"]),
+                    level_words=tuple(rows[0]["level_words"]),
+                    max_regions=max(int(r["num_regions"]) for r in rows),
+                    partition_settings=meta.get("partition_settings"),
+                )
+            )
+        return out
 
     # -- writing --------------------------------------------------------------------------------------------
     def put(self, key: AnnotationKey, ann: ImageAnnotations, source: str = "") -> None:
@@ -378,6 +450,8 @@ def cached_annotate(
     if label_map is None:
         label_map = partition_fn(pil)
     ann = annotator.annotate(pil, label_map, method=method)
+    if partition_settings is not None:  # provenance: what training and scoring check the store against
+        ann.meta["partition_settings"] = _plain(partition_settings)
     if store is not None:
         store.put(key, ann, source=source)
     return ann
@@ -456,6 +530,7 @@ def annotate_items(
             status = "cached"
         else:
             ann = annotator.annotate(pil, partition_fn(pil), method=method)
+            ann.meta["partition_settings"] = _plain(partition_settings)
             store.put(key, ann, source=item_id)
             stats["computed"] += 1
             status = "computed"
@@ -470,3 +545,260 @@ def iter_rows(store: AnnotationStore) -> Iterable[dict[str, Any]]:
     """Every stored row (decoded-free), sorted by key."""
     for key in store.keys():
         yield store.get_row(key)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading a store back: profiles, provenance checks, lookup by image content (training and the pipeline)
+# ----------------------------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """JSON-safe copy (tuples -> lists, numpy scalars -> python)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+@dataclass(frozen=True)
+class AnnotationProfile:
+    """Who annotated a group of images of a store, and how: the (annotator model, prompt, partition) triple of
+    the cache key, with what the scoring model needs to know about the arrays."""
+
+    model: str
+    prompt: str
+    partition: str
+    count: int = 0
+    embed_dims: tuple[int, ...] = ()
+    dimensions: tuple[str, ...] = ()
+    level_words: tuple[str, ...] = ()
+    max_regions: int = 0
+    partition_settings: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def prompt_version(self) -> str:
+        return self.prompt.split(":", 1)[0]
+
+    @property
+    def embed_dim(self) -> int:
+        if len(self.embed_dims) != 1:
+            raise ValueError(f"annotations of {self.describe()} mix text-embedding sizes {self.embed_dims}")
+        return self.embed_dims[0]
+
+    def provenance(self) -> dict[str, Any]:
+        """What a trained model records (``RSFIQAConfig.annotation_model / _prompt / _partition``)."""
+        return {
+            "annotation_model": self.model,
+            "annotation_prompt": self.prompt,
+            "annotation_partition": {"key": self.partition, "settings": self.partition_settings},
+        }
+
+    def describe(self) -> str:
+        settings = self.partition_settings or {}
+        method = settings.get("partition_method") or settings.get("method") or "?"
+        sam = f", SAM {settings['sam_model']}" if settings.get("sam_model") else ""
+        return (
+            f"annotator {self.model!r}, prompt {self.prompt!r}, partition {self.partition!r} ({method}{sam}), "
+            f"{self.count} image(s)"
+        )
+
+
+class MissingAnnotationError(LookupError):
+    """An image has no entry in the annotation store (for the selected annotator profile)."""
+
+    def __init__(self, source: str, store: str, profile: AnnotationProfile | None = None):
+        self.source, self.store = source, store
+        who = f" by {profile.describe()}" if profile is not None else ""
+        super().__init__(
+            f"image {source!r} is not in the annotation store {store!r}{who}; annotate it first "
+            f"(`rsfiqa annotate ... --out {store}`), or pass allow_missing_annotations=True to score it "
+            "without annotations"
+        )
+
+
+def select_profile(
+    profiles: Sequence[AnnotationProfile],
+    model: str | None = None,
+    prompt: str | None = None,
+    partition: str | None = None,
+    select: str | None = None,
+    store_name: str = "the store",
+) -> tuple[AnnotationProfile, list[str]]:
+    """Choose the profile of a store to use: ``(profile, mismatches)``.
+
+    ``select`` (a substring of the model, prompt or partition fingerprint) narrows the choice first. A profile
+    equal to the wanted ``model`` / ``prompt`` / ``partition`` (those given) wins; otherwise, if the store
+    holds a single profile, it is used and each differing part is listed in ``mismatches``. Several candidates,
+    or none, raise ``ValueError`` listing what the store holds.
+    """
+    listing = "\n".join(f"  - {p.describe()}" for p in profiles) or "  (nothing)"
+    if select:
+        profiles = [p for p in profiles if select in p.model or select in p.prompt or select in p.partition]
+        if not profiles:
+            raise ValueError(f"no annotations in {store_name} match {select!r}; it holds:\n{listing}")
+    if not profiles:
+        raise ValueError(f"{store_name} holds no annotations")
+    wanted = {"model": model, "prompt": prompt, "partition": partition}
+    exact = [p for p in profiles if all(v is None or getattr(p, k) == v for k, v in wanted.items())]
+    if len(exact) == 1:
+        return exact[0], []
+    if len(exact) > 1 or len(profiles) > 1:
+        raise ValueError(
+            f"{store_name} holds annotations of several annotators / prompts / partitions"
+            + (" and none matches the model's" if not exact else "")
+            + f"; choose one (e.g. --annotation_profile SUBSTRING of its annotator fingerprint):\n{listing}"
+        )
+    only = profiles[0]
+    names = {"model": "annotator model", "prompt": "prompt", "partition": "partition"}
+    mismatches = [
+        f"{names[k]}: the store has {getattr(only, k)!r}, the model was trained with {v!r}"
+        for k, v in wanted.items()
+        if v is not None and getattr(only, k) != v
+    ]
+    return only, mismatches
+
+
+def provenance_mismatches(profile: AnnotationProfile, config: Any) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)`` comparing a store profile with an ``RSFIQAConfig``.
+
+    Errors make the annotations unusable by the model (text-embedding size, the distortion dimensions or the
+    level words differ). Warnings name what differs from what the model was trained with (annotator model,
+    prompt, partition): the numbers are usable but come from another source, so scores may shift.
+    """
+    errors, warnings = [], []
+    if getattr(config, "use_region_descriptions", False) and profile.embed_dims:
+        if tuple(profile.embed_dims) != (int(config.description_embed_dim),):
+            errors.append(
+                f"text embeddings of size {list(profile.embed_dims)} in the store, the model expects "
+                f"description_embed_dim={config.description_embed_dim}"
+            )
+    if profile.dimensions and list(profile.dimensions) != list(config.distortion_dimensions):
+        errors.append(
+            f"distortion dimensions {list(profile.dimensions)} in the store, the model expects "
+            f"{list(config.distortion_dimensions)}"
+        )
+    if profile.level_words and list(profile.level_words) != list(config.level_words):
+        errors.append(
+            f"level words {list(profile.level_words)} in the store, the model expects {config.level_words}"
+        )
+    recorded_model = getattr(config, "annotation_model", None)
+    recorded_prompt = getattr(config, "annotation_prompt", None)
+    recorded_partition = (getattr(config, "annotation_partition", None) or {}).get("key")
+    if recorded_model and recorded_model != profile.model:
+        warnings.append(
+            f"annotator model {profile.model!r} in the store, the model was trained with {recorded_model!r}"
+        )
+    if recorded_prompt and recorded_prompt != profile.prompt:
+        warnings.append(
+            f"prompt {profile.prompt!r} in the store, the model was trained with {recorded_prompt!r}"
+        )
+    elif not recorded_prompt and profile.prompt_version != getattr(
+        config, "prompt_version", profile.prompt_version
+    ):
+        warnings.append(
+            f"prompt version {profile.prompt_version!r} in the store, the model expects {config.prompt_version!r}"
+        )
+    if recorded_partition and recorded_partition != profile.partition:
+        warnings.append(
+            f"partition {profile.partition!r} ({profile.partition_settings}) in the store, the model was trained "
+            f"with {recorded_partition!r} ({(config.annotation_partition or {}).get('settings')})"
+        )
+    return errors, warnings
+
+
+class AnnotationLookup:
+    """Stored annotations by image CONTENT for one :class:`AnnotationProfile` of a store.
+
+    Args:
+        store: an :class:`AnnotationStore` or the path of an existing one (see :meth:`AnnotationStore.open`).
+        profile: the profile to read; default: chosen by :func:`select_profile` from ``model`` / ``prompt`` /
+            ``partition`` / ``select`` (``mismatches`` then lists what differs from the wanted ones).
+        max_cached: decoded entries kept in memory, oldest dropped first (decoding is cheap; the store's
+            shards themselves are memory-mapped).
+    """
+
+    def __init__(
+        self,
+        store: AnnotationStore | str | os.PathLike,
+        profile: AnnotationProfile | None = None,
+        model: str | None = None,
+        prompt: str | None = None,
+        partition: str | None = None,
+        select: str | None = None,
+        max_cached: int = 256,
+    ):
+        self.store = store if isinstance(store, AnnotationStore) else AnnotationStore.open(store)
+        self.mismatches: list[str] = []
+        if profile is None:
+            profile, self.mismatches = select_profile(
+                self.store.profiles(),
+                model,
+                prompt,
+                partition,
+                select,
+                f"annotation store {self.store.root!r}",
+            )
+        self.profile = profile
+        self.max_cached = int(max_cached)
+        self._memo: dict[str, ImageAnnotations] = {}
+        self._keys: dict[str, str] = {}
+        self._reindex()
+
+    @classmethod
+    def for_config(
+        cls, store: AnnotationStore | str | os.PathLike, config: Any, select: str | None = None
+    ) -> AnnotationLookup:
+        """The profile an ``RSFIQAConfig`` was trained with (``annotation_model`` / ``_prompt`` /
+        ``_partition``), or the store's only one (``mismatches`` lists the differences)."""
+        return cls(
+            store,
+            model=getattr(config, "annotation_model", None),
+            prompt=getattr(config, "annotation_prompt", None),
+            partition=(getattr(config, "annotation_partition", None) or {}).get("key"),
+            select=select,
+        )
+
+    def _reindex(self) -> None:
+        self._paths = self.store.shard_paths()
+        p = self.profile
+        self._keys = {
+            r["image_hash"]: r["key"]
+            for r in self.store.index_rows()
+            if (r["model"], r["prompt"], r["partition"]) == (p.model, p.prompt, p.partition)
+        }
+
+    def refresh(self) -> None:
+        """Pick up entries written since (e.g. by an annotation job still running); a no-op while the store's
+        shard files are unchanged."""
+        paths = self.store.shard_paths()
+        if paths != self._paths:
+            self.store.refresh()
+            self._reindex()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, image_hash: str) -> bool:
+        return image_hash in self._keys
+
+    @staticmethod
+    def image_hash(image: Any) -> str:
+        """The content hash an image is stored under (decoded RGB pixels + size)."""
+        return image_content_hash(load_image_rgb(image))
+
+    def missing_error(self, source: str) -> MissingAnnotationError:
+        return MissingAnnotationError(source, self.store.root, self.profile)
+
+    def get(self, image_hash: str, refresh: bool = False) -> ImageAnnotations | None:
+        """The annotations of the image with this content hash, or ``None``; ``refresh=True`` re-reads the
+        store once on a miss."""
+        hit = self._memo.get(image_hash)
+        if hit is not None:
+            return hit
+        key = self._keys.get(image_hash)
+        if key is None and refresh:
+            self.refresh()
+            key = self._keys.get(image_hash)
+        if key is None:
+            return None
+        ann = self.store.get(key)
+        if ann is not None and self.max_cached > 0:
+            if len(self._memo) >= self.max_cached:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[image_hash] = ann
+        return ann

@@ -1,7 +1,14 @@
 """``rsfiqa annotate``: MLLM region annotations of a whole image folder or dataset, cached and resumable.
 
-    rsfiqa annotate --model DIR --data DIR --out DIR [--adapter DIR] [--partition superpixel|grid]
+    rsfiqa annotate --model DIR --data DIR --out DIR [--adapter DIR] [--partition superpixel|sam|grid]
+    rsfiqa annotate --model DIR --data DIR --out DIR --partition sam --sam-model SAM_DIR
     accelerate launch processing/annotate.py --model DIR --data DIR --out DIR     # sharded over processes
+
+Regions (``superpixel`` and ``sam``) come from the same code as the scoring model's processor
+(``RSFIQAProcessor.partition``); the store's keys hold the partition settings, and for SAM the SAM model's
+content fingerprint and input size, so a store is never reused for other regions. ``--regions-from`` takes
+the region settings, distortion dimensions, level words and prompt version from an RSFIQA preset, config
+JSON or model folder (flags given explicitly still win), so that the store matches what that model expects.
 
 Every finished image is written at once to the append-only store in ``--out`` (see
 ``annotation_store_rsfiqa``), so a rerun after an interruption (even ``kill -9``) only computes what is
@@ -30,10 +37,32 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--max-batch-regions", type=int, default=None)
     p.add_argument("--method", choices=["fast", "naive"], default="fast")
-    p.add_argument("--partition", choices=["superpixel", "grid"], default="superpixel")
-    p.add_argument("--max-regions", type=int, default=16)
-    p.add_argument("--n-segments", type=int, default=24)
-    p.add_argument("--min-region-area", type=float, default=0.005)
+    p.add_argument(
+        "--partition",
+        choices=["superpixel", "sam", "grid"],
+        default=None,
+        help="region partition (default: superpixel, or the --regions-from model's method)",
+    )
+    p.add_argument(
+        "--sam-model",
+        default=None,
+        help="folder saved from transformers SamModel + SamProcessor (needed by --partition sam)",
+    )
+    p.add_argument(
+        "--regions-from",
+        default=None,
+        help="RSFIQA preset name, config JSON or model folder whose region settings, distortion dimensions, "
+        "level words and prompt version to use",
+    )
+    p.add_argument("--max-regions", type=int, default=None, help="default 16")
+    p.add_argument("--n-segments", type=int, default=None, help="superpixel segments before merging (24)")
+    p.add_argument("--min-region-area", type=float, default=None, help="fraction of the image (0.005)")
+    p.add_argument("--sam-points-per-side", type=int, default=None, help="SAM prompt grid side (16)")
+    p.add_argument("--sam-points-per-batch", type=int, default=None, help="SAM prompts decoded at once (64)")
+    p.add_argument("--sam-pred-iou-thresh", type=float, default=None, help="SAM mask IoU filter (0.86)")
+    p.add_argument(
+        "--sam-stability-score-thresh", type=float, default=None, help="SAM stability filter (0.92)"
+    )
     p.add_argument("--grid", default="2x2", help="ROWSxCOLS for --partition grid")
     p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
     p.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
@@ -59,38 +88,87 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_partition_fn(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """(image -> label map, settings dict for the cache key)."""
+_REGION_FLAGS = {  # command-line flag -> RSFIQAConfig field
+    "max_regions": "max_regions",
+    "n_segments": "superpixel_segments",
+    "min_region_area": "min_region_area",
+    "sam_points_per_side": "sam_points_per_side",
+    "sam_points_per_batch": "sam_points_per_batch",
+    "sam_pred_iou_thresh": "sam_pred_iou_thresh",
+    "sam_stability_score_thresh": "sam_stability_score_thresh",
+}
+
+
+def region_config(args: argparse.Namespace, sam_model: Any = None) -> Any:
+    """The ``RSFIQAConfig`` whose region settings the job uses: ``--regions-from`` (or the defaults), with the
+    flags given on the command line applied on top."""
+    from .configuration_rsfiqa import RSFIQAConfig
+    from .factory import preset_config
+
+    overrides: dict[str, Any] = {
+        field: getattr(args, flag)
+        for flag, field in _REGION_FLAGS.items()
+        if getattr(args, flag, None) is not None
+    }
+    method = getattr(args, "partition", None)
+    if method in ("superpixel", "sam"):
+        overrides["partition_method"] = method
+    if sam_model is not None:
+        overrides["sam_config"] = sam_model.config
+    source = getattr(args, "regions_from", None)
+    if source:
+        config = preset_config(source)
+        config.mllm_config = None  # not needed here (and a big nested config)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        config.validate_rsfiqa()
+        return config
+    if overrides.get("partition_method") == "sam" and sam_model is None:
+        overrides["sam_config"] = {}  # placeholder: the SAM model itself comes from --sam-model
+    return RSFIQAConfig(**overrides)
+
+
+def make_partition_fn(
+    args: argparse.Namespace, sam: tuple[Any, Any] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """(image -> label map, settings dict for the cache key). ``sam``: ``(SamModel, SamImageProcessor)``.
+
+    Superpixel and SAM regions go through :meth:`RSFIQAProcessor.partition` (the scoring model's own code) and
+    are keyed by :meth:`RSFIQAProcessor.partition_key` (the SAM fingerprint included)."""
     if args.partition == "grid":
-        from .annotation_rsfiqa import grid_label_map
+        from .partition import grid_label_map
 
         rows, cols = (int(x) for x in args.grid.lower().split("x"))
         settings = {"method": "grid", "rows": rows, "cols": cols}
         return (lambda img: grid_label_map(img.height, img.width, rows, cols)), settings
-    from .partition import superpixel_partition  # lazy: scikit-image only when needed
+    from .processing_rsfiqa import RSFIQAProcessor
 
-    settings = {
-        "method": "superpixel",
-        "n_segments": args.n_segments,
-        "max_regions": args.max_regions,
-        "min_region_area": args.min_region_area,
-    }
-
-    def fn(img: Any) -> Any:
-        return superpixel_partition(
-            img,
-            n_segments=args.n_segments,
-            max_regions=args.max_regions,
-            min_region_area=args.min_region_area,
+    sam_model, sam_image_processor = sam if sam is not None else (None, None)
+    config = region_config(args, sam_model)
+    if config.partition_method == "sam" and sam_model is None:
+        raise ValueError(
+            "--partition sam needs --sam-model DIR (a folder saved from SamModel + SamProcessor)"
         )
-
-    return fn, settings
+    processor = RSFIQAProcessor.from_model_config(config)
+    if sam_image_processor is not None:
+        processor.sam_image_processor = sam_image_processor
+    settings = processor.partition_key(sam_model)
+    return (lambda img: processor.partition(img, sam_model=sam_model)), settings
 
 
 def _annotator_config(args: argparse.Namespace) -> Any:
     from .annotation_rsfiqa import AnnotatorConfig
 
     data: dict[str, Any] = {}
+    if getattr(args, "regions_from", None):
+        from .factory import preset_config
+
+        config = preset_config(args.regions_from)
+        data.update(
+            dimensions=list(config.distortion_dimensions),
+            level_words=list(config.level_words),
+            prompt_version=config.prompt_version,
+        )
     if args.annotator_config:
         with open(args.annotator_config, encoding="utf-8") as f:
             data = json.load(f)
@@ -112,6 +190,30 @@ def run(args: argparse.Namespace, annotator: Any = None) -> int:
     from .annotation_store_rsfiqa import AnnotationStore, annotate_items, list_image_items
 
     state = PartialState()
+    # regions first: a bad --sam-model fails before the (large) MLLM is loaded
+    if args.partition is None:
+        args.partition = "superpixel"
+        if args.regions_from:
+            from .factory import preset_config
+
+            args.partition = preset_config(args.regions_from).partition_method
+    sam = None
+    if args.partition == "sam":
+        if not args.sam_model:
+            raise SystemExit(
+                "rsfiqa annotate: --partition sam needs --sam-model DIR (SamModel + SamProcessor)"
+            )
+        from .partition import load_sam_model
+
+        try:
+            sam = load_sam_model(args.sam_model, device=state.device)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"rsfiqa annotate: --sam-model: {err}") from err
+    elif args.sam_model:
+        raise SystemExit(
+            f"rsfiqa annotate: --sam-model is only used with --partition sam (got {args.partition})"
+        )
+    partition_fn, settings = make_partition_fn(args, sam)
     if annotator is None:
         dtype = None if args.dtype == "auto" else args.dtype
         annotator = RegionAnnotator.from_pretrained(
@@ -121,7 +223,6 @@ def run(args: argparse.Namespace, annotator: Any = None) -> int:
             dtype=dtype,
             device_map=str(state.device),
         )
-    partition_fn, settings = make_partition_fn(args)
     items = list_image_items(args.data)
     if args.limit is not None:
         items = items[: args.limit]

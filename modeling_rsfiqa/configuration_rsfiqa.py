@@ -65,10 +65,18 @@ class RSFIQAConfig(PreTrainedConfig):
         use_region_descriptions: whether MLLM annotations feed the region representation.
         description_embed_dim: size of each region's description embedding (the MLLM's hidden size).
         distortion_dimensions / level_words / prompt_version: the structured question asked per region.
+        annotation_model / annotation_prompt / annotation_partition: provenance of the annotations the
+            semantic branch was trained with (set by ``examples/train.py --annotations``): the annotator's
+            model fingerprint, its prompt fingerprint (``"<prompt_version>:<digest>"``) and the partition
+            settings of the annotated regions (with the SAM fingerprint). Annotation stores are checked
+            against them at scoring time.
     Region-Aware Semantic Attention (step 3) and head:
         rsa_hidden_size, rsa_num_layers, rsa_num_heads, rsa_dropout: the region-token transformer.
         region_pooling: ``"mean"`` or ``"mean_std"`` pooling of backbone features inside a region.
         head_hidden_size, head_dropout: the MLP head shared by the image and the regions.
+        semantic_head: the head also reads the RSA region tokens (ours; see the modeling module, step 7), so
+            that absolute MLLM distortion levels reach the score, not only their differences between regions.
+            ``examples/train.py --annotations`` turns it on for new models.
     Scores and loss (step 4):
         score_range / higher_is_better: the scale the model predicts on (e.g. MOS 0-100, higher better).
         label_mean / label_std: the head predicts z-scores; ``score = z * label_std + label_mean``.
@@ -116,6 +124,9 @@ class RSFIQAConfig(PreTrainedConfig):
     prompt_version: str = "rsfiqa-region-v2"
     mllm_name_or_path: str | None = None
     mllm_config: dict | PreTrainedConfig | None = None
+    annotation_model: str | None = None
+    annotation_prompt: str | None = None
+    annotation_partition: dict | None = None
     # RSA + head
     rsa_hidden_size: int = 128
     rsa_num_layers: int = 1
@@ -124,6 +135,7 @@ class RSFIQAConfig(PreTrainedConfig):
     region_pooling: Literal["mean", "mean_std"] = "mean_std"
     head_hidden_size: int = 256
     head_dropout: float = 0.1
+    semantic_head: bool = False
     # scores and loss
     score_range: list[float] = field(default_factory=lambda: [0.0, 100.0])
     higher_is_better: bool = True

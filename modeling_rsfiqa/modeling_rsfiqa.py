@@ -18,6 +18,12 @@ The equations were not available to us; this is our reconstruction (DESIGN.md se
 6. the image descriptor is the A-weighted mean (and std) of ``F'`` and a shared MLP head maps it to a
    z-scored quality; the same head applied to each region's own pooled ``F'`` gives per-region scores,
    on the same scale as the image score: the explanation of where quality is lost.
+7. optional (``config.semantic_head``, ours): the head also reads the RSA region tokens, the image's
+   attention-mass-weighted mean of them and each region its own. Why: the head starts with a LayerNorm,
+   which cancels any importance change shared by all regions (``F * (1 + a)`` is a rescaling), so through
+   attention alone the MLLM's annotations act only on how regions are weighted AGAINST EACH OTHER; a
+   one-region image scores the same whether the MLLM calls it "bad" or "excellent" (tested). With the
+   tokens in the head, absolute distortion levels (Q-Align's strongest quality signal) reach the score.
 """
 
 from __future__ import annotations
@@ -233,8 +239,10 @@ class RegionAwareSemanticAttention(nn.Module):
         text_embeds: torch.Tensor | None = None,
         distortion_levels: torch.Tensor | None = None,
         annotation_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``visual (B,K,Dv)``, ``geometry (B,K,5)``, ``region_mask (B,K)`` -> importance logits ``(B,K)``."""
+        return_tokens: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``visual (B,K,Dv)``, ``geometry (B,K,5)``, ``region_mask (B,K)`` -> importance logits ``(B,K)``
+        (and, with ``return_tokens``, the encoded region tokens ``(B,K,d)``, zero for padded regions)."""
         tokens = self.visual_proj(visual) + self.geometry_proj(geometry)
         if self.use_descriptions:
             semantic = self.no_description.expand_as(tokens)
@@ -249,8 +257,10 @@ class RegionAwareSemanticAttention(nn.Module):
                 semantic = torch.where(annotation_mask.unsqueeze(-1), described, semantic)
             tokens = tokens + semantic
         tokens = self.encoder(self.norm(tokens), src_key_padding_mask=~region_mask)
-        logits = self.importance(tokens).squeeze(-1)
-        return logits.masked_fill(~region_mask, float("-inf"))
+        logits = self.importance(tokens).squeeze(-1).masked_fill(~region_mask, float("-inf"))
+        if return_tokens:
+            return logits, tokens.masked_fill(~region_mask.unsqueeze(-1), 0.0)
+        return logits
 
 
 class RSFIQAPreTrainedModel(PreTrainedModel):
@@ -304,9 +314,10 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
         pool_factor = 2 if config.region_pooling == "mean_std" else 1
         visual_dim = pool_factor * sum(self.stage_channels)
         self.rsa = RegionAwareSemanticAttention(config, visual_dim)
+        head_dim = visual_dim + (config.rsa_hidden_size if getattr(config, "semantic_head", False) else 0)
         self.head = nn.Sequential(
-            nn.LayerNorm(visual_dim),
-            nn.Linear(visual_dim, config.head_hidden_size),
+            nn.LayerNorm(head_dim),
+            nn.Linear(head_dim, config.head_hidden_size),
             nn.GELU(),
             nn.Dropout(config.head_dropout),
             nn.Linear(config.head_hidden_size, 1),
@@ -543,6 +554,7 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
 
         # 1) region tokens from mask-pooled backbone features + geometry (+ MLLM semantics) -> importance
         visual = torch.cat([self._pool(f, m) for f, m in zip(features, stage_masks)], -1)
+        semantic_head = getattr(config, "semantic_head", False)
         importance_logits = self.rsa(
             visual,
             region_geometry(onehot).to(dtype),
@@ -550,7 +562,10 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             region_text_embeds,
             region_distortion_levels,
             region_annotation_mask,
+            return_tokens=semantic_head,
         )
+        if semantic_head:
+            importance_logits, region_tokens = importance_logits
         importance = torch.sigmoid(importance_logits)  # 0 for padded regions
 
         # 2) global attention map painted through the (non-overlapping) masks; re-weight every stage
@@ -563,6 +578,13 @@ class RSFIQAForQualityScoring(RSFIQAPreTrainedModel):
             region_desc.append(self._pool(fa, m))
         image_desc = torch.cat(image_desc, -1).squeeze(1)  # (B, Dv)
         region_desc = torch.cat(region_desc, -1)  # (B, K, Dv)
+        if semantic_head:  # (7) region tokens into the head: attention-mass-weighted for the image
+            mass = importance * onehot.sum((-2, -1)).to(dtype)  # (B, K)
+            pooled = torch.einsum("bk,bkd->bd", mass, region_tokens) / mass.sum(-1, keepdim=True).clamp(
+                min=_EPS
+            )
+            image_desc = torch.cat([image_desc, pooled], -1)
+            region_desc = torch.cat([region_desc, region_tokens], -1)
 
         # 3) one head for the image and for each region: scores on the same scale
         logits = self.head(image_desc).squeeze(-1)

@@ -42,6 +42,8 @@ __all__ = [
     "resize_label_map",
     "region_summaries",
     "check_label_map",
+    "sam_fingerprint",
+    "load_sam_model",
     "sam_prompt_masks",
     "work_shape",
     "partition_work_shape",
@@ -535,6 +537,84 @@ def region_summaries(
         for k in range(n)
         if counts[k] > 0
     ]
+
+
+def sam_fingerprint(sam_model: Any) -> str:
+    """``"sam-<encoder width>x<depth>@<digest>"``: SHA-256 of the SAM config and ALL its weights.
+
+    It identifies the segmenter by content, not by path: a store annotated with a SAM folder and a model that
+    carries the same SAM weights (e.g. ``model.segmenter`` after ``load_pretrained_segmenter``) agree, wherever
+    the folder lives. Hashing ViT-H's 2.5 GB of weights takes a few seconds, once per job.
+    """
+    import hashlib
+    import json
+
+    import torch
+
+    tensors = list(sam_model.state_dict().values())
+    try:  # cached on the model until a weight changes (storage or in-place version)
+        stamp = tuple((t.data_ptr(), t._version) for t in tensors)
+    except RuntimeError:  # inference tensors have no version counter
+        stamp = None
+    cached = sam_model.__dict__.get("_rsfiqa_sam_fingerprint")
+    if stamp is not None and cached is not None and cached[0] == stamp:
+        return cached[1]
+    config = sam_model.config.to_dict()
+    for key in ("_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype"):
+        config.pop(key, None)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(sam_model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    vision = getattr(sam_model.config, "vision_config", None)
+    size = f"{getattr(vision, 'hidden_size', '?')}x{getattr(vision, 'num_hidden_layers', '?')}"
+    fingerprint = f"sam-{size}@{digest.hexdigest()[:16]}"
+    if stamp is not None:
+        sam_model.__dict__["_rsfiqa_sam_fingerprint"] = (stamp, fingerprint)
+    return fingerprint
+
+
+def load_sam_model(path: str, device: Any = None, dtype: Any = None) -> tuple[Any, Any]:
+    """``(SamModel, SamImageProcessor)`` from a folder saved with ``SamModel.save_pretrained`` and
+    ``SamProcessor.save_pretrained`` (e.g. a local copy of ``facebook/sam-vit-huge``), in eval mode.
+
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the folder and what is missing when it is not one.
+    """
+    import json
+    import os
+
+    path = os.fspath(path)
+    hint = (
+        "expected a folder written by `SamModel.save_pretrained(DIR)` and `SamProcessor.save_pretrained(DIR)` "
+        "(config.json with model_type 'sam', the weights, and processor_config.json or preprocessor_config.json)"
+    )
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"SAM model folder {path!r} does not exist; {hint}")
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise ValueError(f"{path!r} is not a saved SAM model: no config.json; {hint}")
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path!r}: unreadable config.json ({err}); {hint}") from err
+    if model_type != "sam":
+        raise ValueError(f"{path!r} holds a {model_type!r} model, not SAM (model_type 'sam'); {hint}")
+    names = os.listdir(path)
+    if not any(n.endswith((".safetensors", ".bin")) for n in names):
+        raise ValueError(f"{path!r} has a SAM config but no weights (*.safetensors / *.bin); {hint}")
+    if not {"processor_config.json", "preprocessor_config.json"} & set(names):
+        raise ValueError(
+            f"{path!r} has no SAM image processor (processor_config.json / preprocessor_config.json); {hint}"
+        )
+    from transformers import SamModel, SamProcessor
+
+    processor = SamProcessor.from_pretrained(path)
+    model = SamModel.from_pretrained(path, dtype=dtype or "auto")
+    if device is not None:
+        model = model.to(device)
+    model.requires_grad_(False)
+    return model.eval(), processor.image_processor
 
 
 def sam_prompt_masks(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
 from collections.abc import Sized
 from typing import Any
@@ -11,11 +13,13 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from .image_io import ImageLoadError, describe_source, load_image_reduced, load_image_rgb
+from .image_io import ImageLoadError, describe_source, image_content_hash, load_image_reduced, load_image_rgb
 from .partition import partition_work_shape, region_summaries, resize_label_map
 from .runtime import ALLOCATOR_ENV, tune_cpu_allocator
 
 __all__ = ["ImageQualityPipeline"]
+
+logger = logging.getLogger(__name__)
 
 #: a reduced JPEG decode keeps at least this many times the model's input size (see decode_min_side)
 DECODE_OVERSAMPLING = 2
@@ -51,15 +55,27 @@ class ImageQualityPipeline(Pipeline):
          "source": str, "size": (width, height)}
 
     Keyword arguments: ``skip_errors=True`` returns ``{"score": None, "error": ..., "source": ...}`` for an
-    image that cannot be decoded instead of raising (so one bad file in a list does not lose the others, with
-    or without ``batch_size``); ``return_region_map=True`` adds the full-resolution region label map (built
-    only then: regions are computed at the partition's working size and boxes, areas and centroids are
-    reported in full-resolution pixels without it); ``annotations=`` passes MLLM region annotations for a
-    single image; ``reduced_decode=False`` decodes every pixel of large JPEG files (by default a JPEG at
-    least twice the size the model needs is decoded at 1/2, 1/4 or 1/8 scale, see :attr:`decode_min_side`).
+    image that cannot be decoded (or is missing from ``annotation_store``) instead of raising (so one bad file
+    in a list does not lose the others, with or without ``batch_size``); ``return_region_map=True`` adds the
+    full-resolution region label map (built only then: regions are computed at the partition's working size
+    and boxes, areas and centroids are reported in full-resolution pixels without it); ``annotations=`` passes
+    MLLM region annotations for a single image; ``reduced_decode=False`` decodes every pixel of large JPEG
+    files (by default a JPEG at least twice the size the model needs is decoded at 1/2, 1/4 or 1/8 scale, see
+    :attr:`decode_min_side`).
 
     ``batch_size=N`` scores N images per model call: the backbone still runs image by image on CPU
     (``config.inference_batch_pixels``), the region attention and head run over the batch.
+
+    ``annotation_store=STORE`` (a folder made by ``rsfiqa annotate``, or an ``AnnotationStore``) looks each
+    image up by CONTENT: its stored label map becomes the partition (so the regions are the annotated ones;
+    the partition itself does not run) and each region gains ``description`` and ``distortion_levels``
+    ({dimension: expected level on 1..5}); the result has ``"annotated": True``. The store's annotator /
+    prompt / partition are checked against what the model was trained with (``config.annotation_*``):
+    unusable annotations (other embedding size, dimensions or level words) raise ``ValueError``, other
+    differences are logged as warnings. An image missing from the store raises ``MissingAnnotationError``,
+    unless ``allow_missing_annotations=True`` (scored without annotations, ``"annotated": False``). With
+    ``annotator=`` (a live ``RegionAnnotator``) the store is that annotator's cache instead: looked up under
+    its own key, computed and stored on a miss.
 
     The pipeline changes no process-wide state. Applications that own their process (the ``rsfiqa`` command
     line, its demo and web app) may opt in to raising glibc's malloc thresholds, which keeps activation memory
@@ -75,6 +91,7 @@ class ImageQualityPipeline(Pipeline):
 
     def __init__(self, *args: Any, tune_allocator: bool | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._annotation_lookups: dict[str, Any] = {}
         if tune_allocator is None:  # opt in from the environment; never by default (a process-wide change)
             tune_allocator = os.environ.get(ALLOCATOR_ENV) == "1"
         if tune_allocator and self.device.type == "cpu":
@@ -123,6 +140,7 @@ class ImageQualityPipeline(Pipeline):
         annotations: dict | None = None,
         annotator: Any = None,
         annotation_store: Any = None,
+        allow_missing_annotations: bool | None = None,
         reduced_decode: bool | None = None,
         **kwargs: Any,
     ):
@@ -135,7 +153,10 @@ class ImageQualityPipeline(Pipeline):
             preprocess["annotations"] = annotations
         if annotator is not None:
             preprocess["annotator"] = annotator
+        if annotation_store is not None:
             preprocess["annotation_store"] = annotation_store
+        if allow_missing_annotations is not None:
+            preprocess["allow_missing_annotations"] = allow_missing_annotations
         if return_region_map is not None:
             postprocess["return_region_map"] = return_region_map
         return preprocess, {}, postprocess
@@ -147,6 +168,7 @@ class ImageQualityPipeline(Pipeline):
         annotations: dict | None = None,
         annotator: Any = None,
         annotation_store: Any = None,
+        allow_missing_annotations: bool = False,
         reduced_decode: bool = True,
     ) -> dict:
         source = describe_source(image)
@@ -164,9 +186,23 @@ class ImageQualityPipeline(Pipeline):
             raise
         sam_model = getattr(self.model, "segmenter", None)
         region_labels = None
-        if annotator is not None and annotations is None:
+        if annotator is not None and annotations is None:  # live MLLM; the store is its cache
+            if isinstance(annotation_store, (str, os.PathLike)):
+                module = importlib.import_module(".annotation_store_rsfiqa", __package__)
+                annotation_store = module.AnnotationStore(annotation_store)
             anns, maps = self.processor.annotate([rgb], annotator, annotation_store, sam_model=sam_model)
             annotations, region_labels = anns[0], maps
+        elif annotation_store is not None and annotations is None:  # look the image up by content
+            lookup = self._annotation_lookup(annotation_store)
+            stored = lookup.get(image_content_hash(rgb), refresh=True)
+            if stored is not None:  # the stored regions: the partition does not run
+                annotations = stored.to_dict()
+                region_labels = [stored.label_map]
+            elif not allow_missing_annotations:
+                err = lookup.missing_error(source)
+                if skip_errors:
+                    return {"_error": str(err), "_source": source}
+                raise err
         elif annotations is not None and annotations.get("label_map") is not None:
             region_labels = [np.asarray(annotations["label_map"])]
         if region_labels is None:  # the partition at its working size: no full-resolution map is built
@@ -184,8 +220,33 @@ class ImageQualityPipeline(Pipeline):
             "size": size,
             "region_map": np.asarray(region_labels[0]),
             "annotations": annotations,
+            "annotated": None if annotation_store is None and annotator is None else annotations is not None,
         }
         return model_inputs
+
+    def _annotation_lookup(self, store: Any) -> Any:
+        """The store's ``AnnotationLookup`` for this model (opened, selected and checked once per store)."""
+        module = importlib.import_module(".annotation_store_rsfiqa", __package__)
+        if isinstance(store, module.AnnotationLookup):
+            return store
+        root = os.path.abspath(store.root if isinstance(store, module.AnnotationStore) else os.fspath(store))
+        lookup = self._annotation_lookups.get(root)
+        if lookup is None:
+            config = self.model.config
+            lookup = module.AnnotationLookup.for_config(store, config)
+            errors, warnings = module.provenance_mismatches(lookup.profile, config)
+            if errors:
+                raise ValueError(f"annotation store {root!r} does not fit this model: " + "; ".join(errors))
+            for text in lookup.mismatches + warnings:
+                logger.warning("annotation store %s: %s", root, text)
+            if not getattr(config, "use_region_descriptions", False):
+                logger.warning(
+                    "annotation store %s: this model does not use region descriptions "
+                    "(use_region_descriptions=False); the store gives regions and descriptions, not the score",
+                    root,
+                )
+            self._annotation_lookups[root] = lookup
+        return lookup
 
     def _forward(self, model_inputs: dict) -> dict:
         meta = model_inputs.pop("_meta", None)
@@ -234,6 +295,8 @@ class ImageQualityPipeline(Pipeline):
             "source": meta["source"],
             "size": (int(width), int(height)),
         }
+        if meta.get("annotated") is not None:
+            result["annotated"] = meta["annotated"]
         if return_region_map:
             result["region_map"] = resize_label_map(region_map, (height, width))
         return result

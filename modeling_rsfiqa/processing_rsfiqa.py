@@ -122,6 +122,20 @@ class RSFIQAProcessor(ProcessorMixin):
             keys += ["sam_points_per_side", "sam_pred_iou_thresh", "sam_stability_score_thresh"]
         return {k: getattr(self, k) for k in keys}
 
+    def partition_key(self, sam_model: Any = None) -> dict[str, Any]:
+        """:attr:`partition_settings` plus, for SAM, what else decides the masks: the SAM model's content
+        fingerprint (``partition.sam_fingerprint``) and its image processor's input size. The cache key of
+        annotation stores (``rsfiqa annotate``, :meth:`annotate`) and of training label-map caches."""
+        settings = dict(self.partition_settings)
+        if self.partition_method == "sam":
+            from .partition import sam_fingerprint
+
+            ip = self.sam_image_processor
+            size, pad = getattr(ip, "size", None) or {}, getattr(ip, "pad_size", None) or {}
+            settings["sam_input"] = [size.get("longest_edge"), pad.get("height"), pad.get("width")]
+            settings["sam_model"] = None if sam_model is None else sam_fingerprint(sam_model)
+        return settings
+
     # ------------------------------------------------------------------------------------------------
     def partition(
         self, image: Any, sam_model: Any = None, output_size: tuple[int, int] | None = None
@@ -226,6 +240,7 @@ class RSFIQAProcessor(ProcessorMixin):
         # scoring code, while annotation (datasets / parquet) is a feature of the installed package
         store_module = importlib.import_module(".annotation_store_rsfiqa", __package__)
         annotations, maps = [], []
+        settings = self.partition_key(sam_model) if region_labels is None else None
         for i, image in enumerate(images):
             given = None if region_labels is None else np.asarray(region_labels[i])
             ann = store_module.cached_annotate(
@@ -236,7 +251,7 @@ class RSFIQAProcessor(ProcessorMixin):
                 partition_fn=None
                 if given is not None
                 else (lambda im: self.partition(im, sam_model=sam_model)),
-                partition_settings=None if given is not None else self.partition_settings,
+                partition_settings=None if given is not None else settings,
                 method=method,
             )
             data = ann.to_dict()

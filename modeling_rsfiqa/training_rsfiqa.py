@@ -42,6 +42,8 @@ __all__ = [
     "RSFIQATransform",
     "RSFIQADataCollator",
     "precompute_region_labels",
+    "annotation_config_overrides",
+    "annotation_coverage",
     "seeded_split",
     "split_digest",
     "label_statistics",
@@ -137,7 +139,7 @@ class RegionLabelCache:
         self.sam_model = sam_model
         self.label_size = tuple(int(s) for s in processor.label_size)
         settings = {
-            **processor.partition_settings,
+            **processor.partition_key(sam_model),  # SAM: its fingerprint and input size too
             "label_size": list(self.label_size),
             "version": self.VERSION,
         }
@@ -157,10 +159,11 @@ class RegionLabelCache:
     def _path(self, key: str) -> Path | None:
         return None if self.dir is None else self.dir / key[:2] / f"{key}.npy"
 
-    def get(self, image: Any) -> np.ndarray:
-        """The label map (int32, ``label_size``) of ``image`` (any input :func:`load_image_rgb` accepts)."""
+    def get(self, image: Any, key: str | None = None) -> np.ndarray:
+        """The label map (int32, ``label_size``) of ``image`` (any input :func:`load_image_rgb` accepts);
+        ``key``: its :func:`image_content_hash` when the caller has it already."""
         image = load_image_rgb(image)
-        key = image_content_hash(image)
+        key = key or image_content_hash(image)
         cached = self.memory.get(key)
         if cached is not None:
             self.hits += 1
@@ -207,6 +210,12 @@ class RSFIQATransform:
     Region label maps come from ``cache`` (computed on the un-augmented image) and follow the augmentation:
     flipped with the image, cropped with it (the crop box scaled to the label map), then resized by the
     processor. ``train=False`` (evaluation) never augments.
+
+    With ``annotations`` (an ``AnnotationLookup`` of an annotation store), an image found in the store takes
+    its label map AND its MLLM annotations from there (``region_text_embeds``, ``region_distortion_levels``,
+    ``region_annotation_mask``; region ``k`` of the annotation is label ``k`` of the stored map); an image
+    that is not found gets the cache's label map and an all-False annotation mask (the model's learned
+    "no description" embedding). ``annotation_embed_dim`` sizes the zero embeddings of such rows.
     """
 
     def __init__(
@@ -218,7 +227,14 @@ class RSFIQATransform:
         train: bool = False,
         hflip: bool = True,
         random_crop_scale: float | None = None,
+        annotations: Any = None,
+        annotation_embed_dim: int | None = None,
     ):
+        if annotations is not None and annotation_embed_dim is None:
+            annotation_embed_dim = annotations.profile.embed_dim
+        self.annotations = annotations
+        self.annotation_embed_dim = annotation_embed_dim
+        self._stored_maps: dict[str, np.ndarray] = {}
         if random_crop_scale is not None and not 0.0 < random_crop_scale <= 1.0:
             raise ValueError(f"random_crop_scale must be in (0, 1], got {random_crop_scale}")
         self.processor = processor
@@ -243,20 +259,48 @@ class RSFIQATransform:
         y1 = max(y0 + 1, min(lh, int(math.ceil(bottom * lh / h))))
         return np.ascontiguousarray(label_map[y0:y1, x0:x1])
 
+    def _stored(self, key: str) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+        """(label map at the cache's label size, annotation dict) of a stored image, or (None, None)."""
+        ann = self.annotations.get(key)
+        if ann is None or ann.label_map is None:
+            return None, None
+        small = self._stored_maps.get(key)
+        if small is None:
+            from .partition import resize_label_map
+
+            small = resize_label_map(ann.label_map, self.cache.label_size)
+            self._stored_maps[key] = small = small.astype(np.int16 if small.max() < 2**15 else np.int32)
+        return small, {"text_embeds": ann.text_embeds, "distortion_levels": ann.distortion_levels}
+
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        images, maps = [], []
+        images, maps, anns = [], [], []
         for raw in batch[self.image_column]:
             image = load_image_rgb(raw)
-            label_map = self.cache.get(image)
+            key = image_content_hash(image)
+            label_map, ann = self._stored(key) if self.annotations is not None else (None, None)
+            if label_map is None:
+                label_map = self.cache.get(image, key=key)
             if self.train:
                 image, label_map = self._augment(image, label_map)
             images.append(image)
             maps.append(label_map)
-        out = self.processor(images, region_labels=maps)
+            anns.append(ann)
+        out = self.processor(
+            images, region_labels=maps, annotations=anns if self.annotations is not None else None
+        )
         result: dict[str, list] = {
             "pixel_values": list(out["pixel_values"]),
             "region_labels": list(out["region_labels"]),
         }
+        if self.annotations is not None:
+            if "region_text_embeds" not in out:  # no image of this batch is in the store
+                b, k = len(images), self.processor.max_regions
+                n_dims = len(self.processor.distortion_dimensions)
+                out["region_text_embeds"] = torch.zeros(b, k, int(self.annotation_embed_dim))
+                out["region_distortion_levels"] = torch.zeros(b, k, n_dims)
+                out["region_annotation_mask"] = torch.zeros(b, k, dtype=torch.bool)
+            for name in ("region_text_embeds", "region_distortion_levels", "region_annotation_mask"):
+                result[name] = list(out[name])
         if self.label_column is not None and self.label_column in batch:
             result["labels"] = [torch.tensor(float(v), dtype=torch.float32) for v in batch[self.label_column]]
         return result
@@ -314,6 +358,77 @@ def precompute_region_labels(
     for i in tqdm(indices, desc=f"region labels [{process_index}/{num_processes}]", disable=not progress):
         cache.get(column[int(i)][image_column])
     return cache.misses - before
+
+
+#: partition settings recorded in an annotation store -> the RSFIQAConfig fields they set
+_STORE_REGION_FIELDS = (
+    "partition_method",
+    "max_regions",
+    "min_region_area",
+    "superpixel_segments",
+    "superpixel_compactness",
+    "superpixel_work_size",
+    "sam_points_per_side",
+    "sam_pred_iou_thresh",
+    "sam_stability_score_thresh",
+)
+
+
+def annotation_config_overrides(
+    profile: Any, config: Any, trained: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """RSFIQAConfig fields that make a model use the annotations of a store profile (``AnnotationProfile``):
+    ``(overrides, warnings)``.
+
+    The semantic branch is switched on with the store's text-embedding size, distortion dimensions, level
+    words and prompt version; the region settings become the store's (so that new images are partitioned as
+    the annotated ones were); the provenance (annotator, prompt and partition fingerprints) is recorded.
+    A ``trained`` model whose semantic layers were trained for other annotations (another embedding size,
+    other dimensions or level words) cannot take them: ``ValueError`` naming each mismatch. Changes of
+    annotator, prompt or partition from what a trained model recorded are returned as warnings.
+    """
+    from .annotation_store_rsfiqa import provenance_mismatches
+
+    errors, warnings = provenance_mismatches(profile, config)
+    if trained and getattr(config, "use_region_descriptions", False) and errors:
+        raise ValueError(
+            "the annotation store does not fit the trained model's semantic layers: " + "; ".join(errors)
+        )
+    overrides: dict[str, Any] = {
+        "use_region_descriptions": True,
+        "description_embed_dim": profile.embed_dim,
+        "distortion_dimensions": list(profile.dimensions),
+        "level_words": list(profile.level_words),
+        "prompt_version": profile.prompt_version,
+        **profile.provenance(),
+    }
+    settings = profile.partition_settings or {}
+    if settings.get("partition_method") in ("superpixel", "sam"):
+        overrides.update({k: settings[k] for k in _STORE_REGION_FIELDS if k in settings})
+        if settings.get("sam_input"):
+            overrides["sam_longest_edge"] = int(settings["sam_input"][0])
+    elif settings:
+        warnings.append(
+            f"the store's regions ({settings}) cannot be reproduced by the model's own partition "
+            f"({config.partition_method}): images scored without the store are partitioned differently"
+        )
+    overrides["max_regions"] = max(int(overrides.get("max_regions", config.max_regions)), profile.max_regions)
+    return overrides, warnings
+
+
+def annotation_coverage(
+    dataset: Any, lookup: Any, image_column: str = "image", progress: bool = True
+) -> tuple[list[int], list[int]]:
+    """``(found, missing)`` row indices of ``dataset`` by whether the image CONTENT is in ``lookup`` (an
+    ``AnnotationLookup``)."""
+    from tqdm.auto import tqdm
+
+    column = dataset.select_columns([image_column]) if hasattr(dataset, "select_columns") else dataset
+    found, missing = [], []
+    for i in tqdm(range(len(dataset)), desc="annotation lookup", disable=not progress):
+        key = image_content_hash(load_image_rgb(column[i][image_column]))
+        (found if key in lookup else missing).append(i)
+    return found, missing
 
 
 def seeded_split(num_rows: int, percentage: float, seed: int) -> tuple[list[int], list[int]]:
@@ -667,6 +782,26 @@ def _metrics_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _annotation_usage(config: Any) -> str:
+    partition = (getattr(config, "annotation_partition", None) or {}).get("settings") or {}
+    return f"""
+This model was trained WITH MLLM region annotations (RSFIQA's semantic branch):
+
+- annotator: `{config.annotation_model}`
+- prompt: `{config.annotation_prompt}` (prompt version `{config.prompt_version}`)
+- regions: `{(config.annotation_partition or {}).get("key")}` ({json.dumps(partition, sort_keys=True)})
+
+Score an image with its annotations by looking it up in an annotation store made by the same annotator
+(`rsfiqa annotate --out STORE ...`); the stored regions are used, and each region gets its `description`
+and `distortion_levels`:
+
+```python
+iqa("photo.jpg", annotation_store="STORE")
+```
+Without a store the model falls back to its learned "no annotation" embedding (scores differ).
+"""
+
+
 def model_card_text(
     config: Any, args: Any = None, output_dir: str | os.PathLike | None = None, **info: Any
 ) -> str:
@@ -722,6 +857,10 @@ def model_card_text(
         ("LoRA", info.get("lora") or "off"),
         ("augmentation", info.get("augmentation") or "none"),
         (
+            "MLLM region annotations",
+            info.get("annotations") or "none (the learned 'no description' embedding)",
+        ),
+        (
             "checkpoint selection",
             f"best {arg('metric_for_best_model')} on the validation split"
             if arg("load_best_model_at_end")
@@ -755,7 +894,7 @@ iqa("photo.jpg")  # {{"score": ..., "regions": [...], "attention_map": ...}}
 ```
 With the `rsfiqa` package installed, `import modeling_rsfiqa` registers the pipeline and the Auto classes
 and `trust_remote_code` is not needed.
-
+{_annotation_usage(config) if info.get("uses_annotations") else ""}
 ## Evaluation
 
 Metrics on {split_note} (`eval`){" and on the held-out test split (`test`)" if "test" in results else ""}:

@@ -383,3 +383,33 @@ def test_conv_head_weights_load_with_the_backbone(tmp_path):
     torch.testing.assert_close(model.backbone_head[0].weight, classifier.conv_head.weight)
     torch.testing.assert_close(model.backbone_head[1].running_var, classifier.bn2.running_var)
     torch.testing.assert_close(model.backbone.conv_stem.weight, classifier.conv_stem.weight)
+
+
+class TestRSFIQASemanticHead(TestRSFIQAWithDescriptions):
+    """`semantic_head`: the RSA region tokens also feed the head (round trip, batching, gradients)."""
+
+    def make_config(self):
+        return tiny_config(semantic_head=True)
+
+
+@pytest.mark.parametrize("semantic_head", [False, True])
+def test_absolute_levels_reach_the_score_only_with_the_semantic_head(semantic_head):
+    """One region: attention cannot re-weight anything (the head's LayerNorm cancels a shared rescaling), so
+    without the semantic head an all-"bad" and an all-"excellent" annotation give the same score."""
+    torch.manual_seed(0)
+    config = tiny_config(semantic_head=semantic_head, rsa_dropout=0.0, head_dropout=0.0)
+    model = RSFIQAForQualityScoring(config).eval()
+    k, n_dims = config.max_regions, len(config.distortion_dimensions)
+    inputs = {
+        "pixel_values": torch.randn(1, 3, *config.image_size),
+        "region_labels": torch.zeros(1, *config.label_size, dtype=torch.long),
+        "region_text_embeds": torch.randn(1, k, config.description_embed_dim),
+        "region_annotation_mask": torch.ones(1, k, dtype=torch.bool),
+    }
+    with torch.no_grad():
+        bad = model(**inputs, region_distortion_levels=torch.zeros(1, k, n_dims)).score
+        excellent = model(**inputs, region_distortion_levels=torch.ones(1, k, n_dims)).score
+    if semantic_head:
+        assert (bad - excellent).abs().item() > 1e-3
+    else:
+        torch.testing.assert_close(bad, excellent, atol=1e-4, rtol=0)
