@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import platform
 import re
 import runpy
 import time
@@ -161,6 +162,10 @@ def test_space_app_builds_the_same_app(space):
     api_names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
     assert {"score_image", "score_regions", "score_video"} <= api_names
     assert pipelines.image is not None
+    if platform.libc_ver()[0] == "glibc" and os.environ.get("RSFIQA_MALLOC_TUNING") != "0":
+        from modeling_rsfiqa import runtime
+
+        assert runtime.tune_cpu_allocator() is True  # the app turned it on (idempotent: reports the state)
     if not _task_default(VIDEO_TASK):  # as long as no video model ships, the tab says how to give one
         assert pipelines.video is None
         assert "--video-model DIR" in pipelines.unavailable[VIDEO_TASK]
