@@ -149,7 +149,7 @@ def load_pipelines(
     tune_cpu_allocator()
     if threads:
         torch.set_num_threads(threads)
-    image_pipe = load_pipeline(model)
+    image_pipe = load_pipeline(model, tune_allocator=True)  # the server owns its process
     if warmup:
         image_pipe(Image.new("RGB", (64, 48), (128, 128, 128)))
     loaded = AppPipelines(image=image_pipe)

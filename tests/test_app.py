@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import platform
 import re
 import runpy
 import time
@@ -161,6 +162,10 @@ def test_space_app_builds_the_same_app(space):
     api_names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
     assert {"score_image", "score_regions", "score_video"} <= api_names
     assert pipelines.image is not None
+    if platform.libc_ver()[0] == "glibc" and os.environ.get("RSFIQA_MALLOC_TUNING") != "0":
+        from modeling_rsfiqa import runtime
+
+        assert runtime.tune_cpu_allocator() is True  # the app turned it on (idempotent: reports the state)
     if not _task_default(VIDEO_TASK):  # as long as no video model ships, the tab says how to give one
         assert pipelines.video is None
         assert "--video-model DIR" in pipelines.unavailable[VIDEO_TASK]
@@ -223,8 +228,8 @@ def test_upload_limits(client, space, tmp_path):
 
 
 def test_region_endpoint_until_its_pipeline_exists(client, photos):
-    if REGION_TASK in _registered_tasks():
-        pytest.skip("region-quality is registered: its round trip belongs in the tests of the Regions tab")
+    if REGION_TASK in _registered_tasks() and _task_default(REGION_TASK):
+        pytest.skip("a region-quality model ships: its round trip belongs in the tests of the Regions tab")
     with pytest.raises(AppError, match="Region quality is not available on this server"):
         client.predict(handle_file(str(photos["cat"])), [[0, 0, 50, 50]], api_name="/score_regions")
 
@@ -414,9 +419,9 @@ def test_browser_regions_tab(browser, server, tmp_path):
     page, problems = _open_page(browser, server)
     try:
         page.get_by_role("tab", name="Regions").click()
-        if REGION_TASK in _registered_tasks():
+        if REGION_TASK in _registered_tasks() and _task_default(REGION_TASK):
             pytest.skip(
-                "region-quality is registered: its round trip belongs in the tests of the Regions tab"
+                "a region-quality model ships: its round trip belongs in the tests of the Regions tab"
             )
         page.locator("#regions-notice").get_by_text("is not available on this server").wait_for(
             timeout=30_000
