@@ -1,16 +1,17 @@
 """The web app (issue 11): ``rsfiqa serve`` on a free loopback port, through gradio_client and a real browser.
 
-One server per module: the shipped image model, and a tiny random Q-CLIP saved in the test for the video
-tab (no video model ships yet; the real pipeline runs on it). Covered here: the named endpoints with the same
+One server per module: the shipped image model, and a tiny random Q-CLIP and a tiny random SEAGULL ROI model
+saved in the test for the Video and Regions tabs (the real pipelines run on them). Covered here: the named endpoints with the same
 numbers as the library, readable errors for bad and oversized files, 20 concurrent API requests, the page in
 Chromium (no console errors, a score appears, a corrupt file gives a message, the batch table sorts and
-exports CSV, a video round trip), the Space's ``app.py`` and ROI validation. The Regions tab shows a notice
-until ``pipeline("region-quality")`` is part of the package.
+exports CSV, a region and a video round trip), the Space's ``app.py`` and ROI validation. A tab whose model
+is missing says why (tested without a server).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import platform
 import re
@@ -33,7 +34,6 @@ from modeling_rsfiqa.app import (  # noqa: E402
     VIDEO_TASK,
     InputError,
     ServeLimits,
-    _registered_tasks,
     _task_default,
     parse_rois,
 )
@@ -97,8 +97,43 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, video_model):
-    with serve(tmp_path_factory.mktemp("server"), "--video-model", str(video_model)) as running:
+def region_model(tmp_path_factory) -> Path:
+    """A tiny random SEAGULL ROI model folder (the shipped model's architecture on timm's test backbone)."""
+    from modeling_rsfiqa.factory import preset_config
+    from modeling_rsfiqa.modeling_seagull import SeagullForRegionQuality
+    from modeling_rsfiqa.processing_seagull import SeagullProcessor
+
+    config = preset_config(
+        "seagull-region-mobile",
+        vision_backbone="test_efficientnet",
+        vision_backbone_kwargs={},
+        vision_feature_channels=[24, 32, 48, 64],
+        image_size=64,
+        mfe_hidden_size=16,
+        mfe_num_heads=2,
+        mfe_mlp_dim=32,
+        local_crop_size=32,
+        local_pool=2,
+        local_mlp_hidden_size=16,
+        region_embed_size=16,
+        head_hidden_size=16,
+        vision_pretrained=None,
+    )
+    folder = tmp_path_factory.mktemp("seagull") / "seagull-region-tiny"
+    SeagullForRegionQuality(config).save_pretrained(folder)
+    SeagullProcessor.from_model_config(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, video_model, region_model):
+    with serve(
+        tmp_path_factory.mktemp("server"),
+        "--video-model",
+        str(video_model),
+        "--region-model",
+        str(region_model),
+    ) as running:
         yield running
 
 
@@ -169,6 +204,13 @@ def test_space_app_builds_the_same_app(space):
     if not _task_default(VIDEO_TASK):  # as long as no video model ships, the tab says how to give one
         assert pipelines.video is None
         assert "--video-model DIR" in pipelines.unavailable[VIDEO_TASK]
+    else:
+        assert pipelines.video is not None
+    if not _task_default(REGION_TASK):
+        assert pipelines.regions is None
+        assert "--region-model DIR" in pipelines.unavailable[REGION_TASK]
+    else:
+        assert pipelines.regions is not None
 
 
 # ------------------------------------------------------------------------------------------------ the API
@@ -227,11 +269,45 @@ def test_upload_limits(client, space, tmp_path):
         client.predict(handle_file(str(empty)), api_name="/score_image")
 
 
-def test_region_endpoint_until_its_pipeline_exists(client, photos):
-    if REGION_TASK in _registered_tasks() and _task_default(REGION_TASK):
-        pytest.skip("a region-quality model ships: its round trip belongs in the tests of the Regions tab")
-    with pytest.raises(AppError, match="Region quality is not available on this server"):
-        client.predict(handle_file(str(photos["cat"])), [[0, 0, 50, 50]], api_name="/score_regions")
+def test_region_service_says_why_when_no_region_model_is_loaded(space):
+    from modeling_rsfiqa.app import AppPipelines, QualityService, _notice
+
+    pipelines = AppPipelines(image=space["pipelines"].image, unavailable={REGION_TASK: "no model given"})
+    service = QualityService(pipelines)
+    assert "Region quality (SEAGULL) is not available on this server:** no model given" in _notice(
+        REGION_TASK, pipelines
+    )
+    with pytest.raises(InputError, match="Region quality is not available on this server: no model given"):
+        service.score_regions_json(str(ROOT / "app.py"), [[0, 0, 10, 10]])
+
+
+def test_score_regions_endpoint_matches_the_library(client, photos, region_model):
+    from PIL import Image
+    from transformers import pipeline
+
+    boxes = [[20, 30, 200, 180], [150, 100, 400, 290], [0, 0, 451, 300]]
+    result = client.predict(handle_file(str(photos["cat"])), json.dumps(boxes), api_name="/score_regions")
+    expected = pipeline("region-quality", model=str(region_model))(
+        Image.open(photos["cat"]).convert("RGB"), regions=boxes
+    )
+    assert result["source"] == "cat.jpg" and len(result["regions"]) == len(boxes)
+    for got, want, box in zip(result["regions"], expected, boxes, strict=True):
+        assert got["quality"] == pytest.approx(want["quality"], abs=2e-3)
+        assert got["importance"] == pytest.approx(want["importance"], abs=2e-3)
+        assert set(got["distortions"]) == set(want["distortions"])
+        assert all(
+            got["distortions"][k] == pytest.approx(v, abs=2e-4) for k, v in want["distortions"].items()
+        )
+        assert got["box"] == pytest.approx(box, abs=0.6)
+    # a bad ROI is named by its (1-based) index; the page shows the message, not a stack trace
+    with pytest.raises(AppError, match=r"region 2: a box is four numbers"):
+        client.predict(
+            handle_file(str(photos["cat"])),
+            json.dumps([[20, 30, 200, 180], [1, 2, 3]]),
+            api_name="/score_regions",
+        )
+    with pytest.raises(AppError, match="notes.png"):
+        client.predict(handle_file(str(photos["text"])), json.dumps(boxes[:1]), api_name="/score_regions")
 
 
 def test_score_video_endpoint_matches_the_library(client, clips, video_model, photos):
@@ -415,17 +491,38 @@ def test_browser_video_tab(browser, server, client, clips, tmp_path):
         page.close()
 
 
-def test_browser_regions_tab(browser, server, tmp_path):
+def test_browser_regions_tab(browser, server, client, photos, tmp_path):
+    from playwright.sync_api import expect
+
     page, problems = _open_page(browser, server)
     try:
         page.get_by_role("tab", name="Regions").click()
-        if REGION_TASK in _registered_tasks() and _task_default(REGION_TASK):
-            pytest.skip(
-                "a region-quality model ships: its round trip belongs in the tests of the Regions tab"
-            )
-        page.locator("#regions-notice").get_by_text("is not available on this server").wait_for(
-            timeout=30_000
-        )
+        page.locator("#roi-input input[type=file]").set_input_files(str(photos["cat"]))
+        canvas = page.locator("#roi-canvas img")
+        canvas.wait_for(timeout=60_000)
+        # Box mode: two clicks on the picture make one box; the JSON list follows
+        roi_json = page.locator("#roi-json textarea")
+        expect(roi_json).to_have_value("[]", timeout=30_000)
+        canvas.click(position={"x": 40, "y": 40})
+        canvas.click(position={"x": 200, "y": 150})
+        expect(roi_json).not_to_have_value("[]", timeout=30_000)
+        clicked = json.loads(roi_json.input_value())
+        assert len(clicked) == 1 and len(clicked[0]) == 4
+        x0, y0, x1, y1 = clicked[0]
+        assert 0 <= x0 < x1 <= 451 and 0 <= y0 < y1 <= 300
+        # a second ROI typed into the list, then score both
+        boxes = [clicked[0], [150, 100, 400, 290]]
+        roi_json.fill(json.dumps(boxes))
+        page.locator("#roi-score").click()
+        cards = page.locator("#roi-cards")
+        cards.get_by_text("Region 2").wait_for(timeout=90_000)
+        api = client.predict(handle_file(str(photos["cat"])), json.dumps(boxes), api_name="/score_regions")
+        text = cards.inner_text()
+        for i, region in enumerate(api["regions"], 1):
+            shown = float(re.search(rf"Region {i}: quality (\d+\.\d)", text).group(1))
+            assert shown == pytest.approx(region["quality"], abs=0.051)
+        expect(cards.locator(".rsfiqa-bar")).to_have_count(2 * 6, timeout=10_000)  # six severity bars per ROI
+        expect(page.locator("#roi-table")).to_contain_text("importance")
         _shoot(page, "regions-tab", tmp_path)
         assert problems == [], problems
     finally:
