@@ -215,8 +215,9 @@ def run_score(args: argparse.Namespace) -> int:
     if not files:
         print("no images or videos found", file=sys.stderr)
         return 2
-    videos = [f for f in files if is_video_input(f)]
-    images = [f for f in files if f not in set(videos)]
+    is_video = [is_video_input(f) for f in files]
+    videos = [f for f, v in zip(files, is_video) if v]
+    images = [f for f, v in zip(files, is_video) if not v]
     results, failed = [], 0
     config = None
     if images:
