@@ -51,3 +51,8 @@ serve: $(STAMP)
 
 screenshots: $(STAMP)
 	RSFIQA_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/test_app.py -q -p no:cacheprovider -k browser
+
+# Q-CLIP video scoring: cost vs decoding every frame, peak memory, a 2 s clip on 2 threads (issue 10 targets)
+.PHONY: bench-video
+bench-video: $(STAMP)
+	$(BIN)/python benchmarks/bench_video.py

