@@ -5,7 +5,8 @@
 Prints, on ``--threads`` torch CPU threads (2 by default), medians over ``--repeats`` calls after warm-up:
 
 (a) one call with 8 ROIs on one image vs one call with 1 ROI, as a ratio (target <= 2x: the image is
-    encoded once; per ROI only its mask, crop and the MFE/head rows are added);
+    encoded once; per ROI only its mask, crop and the MFE/head rows are added); the two kinds of call
+    alternate, so load changes on a shared machine affect both alike;
 (b) ms for a ``--size`` x ``--size`` image (500 by default) with one ROI (target <= 100 ms), end to end
     (in-memory image -> processor -> model -> result dicts).
 
@@ -18,6 +19,7 @@ says which. Timings do not depend on the weights' values.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -31,15 +33,21 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+def _timed_calls(fn: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[list[float], list[float]]:
+    """Wall-clock and process-CPU ms of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return 1000.0 * statistics.median(times)
+        walls.append(1000.0 * (time.perf_counter() - t))
+        cpus.append(1000.0 * (time.process_time() - c))
+    return walls, cpus
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    return statistics.median(_timed_calls(fn, repeats, warmup)[0])
 
 
 def _build_pipeline(tmp: str):
@@ -102,8 +110,17 @@ def main() -> None:
             f"image_size={model.config.image_size}, local_crop={model.config.local_crop_size}; "
             f"threads={torch.get_num_threads()}, image {s}x{s}, repeats={args.repeats} (median after warm-up)"
         )
-        one_ms = _median_ms(lambda: rq(image, regions=rois[:1]), args.repeats)
-        many_ms = _median_ms(lambda: rq(image, regions=rois), args.repeats)
+        # 1-ROI and n-ROI calls alternate, so load changes on a shared machine hit both alike
+        state = {"k": 0}
+
+        def alternate() -> None:
+            n = 1 if state["k"] % 2 == 0 else len(rois)
+            state["k"] += 1
+            rq(image, regions=rois[:n])
+
+        walls, cpus = _timed_calls(alternate, 2 * args.repeats, warmup=4)
+        one_ms, many_ms = statistics.median(walls[0::2]), statistics.median(walls[1::2])
+        cpu = [statistics.median(cpus[0::2]), statistics.median(cpus[1::2])]
 
         # breakdown: where the time goes
         names = proc.model_input_names
@@ -122,6 +139,11 @@ def main() -> None:
     for n, proc_ms, fwd_ms in rows:
         print(f"  breakdown, {n} ROI(s): processor {proc_ms:.1f} ms, model forward {fwd_ms:.1f} ms")
     ratio = many_ms / one_ms
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"  process CPU time per call: 1 ROI {cpu[0]:.1f} ms, {len(rois)} ROIs {cpu[1]:.1f} ms; "
+        f"load average {load:.1f} on {os.cpu_count()} CPUs (wall times grow when other jobs share them)"
+    )
     print(
         f"(a) {len(rois)} ROIs in one call: {many_ms:.1f} ms vs 1 ROI: {one_ms:.1f} ms -> "
         f"ratio {ratio:.2f}x (target <= 2x) {'OK' if ratio <= 2 else 'OVER'}"
