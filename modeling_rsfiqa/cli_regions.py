@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = [
     "register",
@@ -182,17 +182,24 @@ def region_overlay(
         base[edge] = colour
     out = Image.fromarray(base.round().astype(np.uint8))
     draw = ImageDraw.Draw(out)
+    try:
+        font = ImageFont.load_default(size=max(10, round(max(h, w) / 40)))
+    except TypeError:  # Pillow < 10.1: one fixed-size bitmap font
+        font = ImageFont.load_default()
     for i, (mask, result) in enumerate(zip(masks, results)):
         if mask is None:
             continue
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        x, y = int(cols[0]), int(rows[0])
+        y = int(np.flatnonzero(mask.any(1))[0])  # the label sits on the ROI's top-most pixel
+        x = int(np.flatnonzero(mask[y])[0])
         label = f"{i}" if "error" not in result else f"{i}!"
-        left, top, right, bottom = draw.textbbox((x + 2, y + 1), label)
+        left, top, right, bottom = draw.textbbox((x + 2, y + 1), label, font=font)
+        if right + 2 > w:  # keep the label inside the image
+            x -= right + 2 - w
+            left, top, right, bottom = draw.textbbox((x + 2, y + 1), label, font=font)
         draw.rectangle(
             (left - 2, top - 1, right + 2, bottom + 1), fill=_quality_colour(result.get("quality"))
         )
-        draw.text((x + 2, y + 1), label, fill=(255, 255, 255))
+        draw.text((x + 2, y + 1), label, fill=(255, 255, 255), font=font)
     return out
 
 
