@@ -152,3 +152,13 @@ def test_points_go_through_sam(model_dir, photo, tmp_path, capsys):
     else:
         assert 0 <= regions[0]["quality"] <= 100
     assert "error" not in regions[1]
+
+
+def test_without_model_the_registered_default_is_used(monkeypatch, model_dir, photo, tmp_path, capsys):
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    _, info, _ = PIPELINE_REGISTRY.check_task("region-quality")
+    monkeypatch.setitem(info, "default", {"model": (model_dir, None)})
+    assert load_region_pipeline(None).model.name_or_path == model_dir
+    assert main(["regions", str(photo), "--box", "0,0,20,20", "--out", str(tmp_path / "o.png")]) == 0
+    assert "0  box" in capsys.readouterr().out
