@@ -14,6 +14,10 @@ A breakdown (processor vs model forward, 1 and 8 ROIs) shows where the time goes
 (``modeling_rsfiqa/default_seagull``) if present, else the ``seagull-region-mobile`` preset (the same
 architecture) with the ../shared MobileNetV2 weights if present, else randomly initialised; the first line
 says which. Timings do not depend on the weights' values.
+
+On a machine shared with other jobs, OpenMP's spin-waiting threads inflate 2-thread wall times several-fold;
+``OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_regions.py`` measures without it (the policy in
+effect is printed).
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ def main() -> None:
         print(
             f"model: {which}; {type(model).__name__}, {n_params / 1e6:.2f}M params, "
             f"image_size={model.config.image_size}, local_crop={model.config.local_crop_size}; "
-            f"threads={torch.get_num_threads()}, image {s}x{s}, repeats={args.repeats} (median after warm-up)"
+            f"threads={torch.get_num_threads()} (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
+            f"image {s}x{s}, repeats={args.repeats} (median after warm-up)"
         )
         # 1-ROI and n-ROI calls alternate, so load changes on a shared machine hit both alike
         state = {"k": 0}
