@@ -13,7 +13,7 @@ import sys
 __all__ = ["main", "build_parser"]
 
 # name -> module providing register(subparsers); a missing optional module simply hides its command.
-SUBCOMMAND_MODULES = ("score", "demo", "annotate", "evaluate", "serve")
+SUBCOMMAND_MODULES = ("score", "regions", "demo", "annotate", "evaluate", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -240,8 +240,16 @@ class SeagullMaskFeatureExtractor(nn.Module):
     @staticmethod
     def mask_pool(features: torch.Tensor, masks: torch.Tensor, roi_image_index: torch.Tensor) -> torch.Tensor:
         """Mean of ``features (N_img, C, h, w)`` inside ``masks (N_roi, h, w)`` -> ``(N_roi, C)``."""
-        weights = masks / masks.flatten(1).sum(1).clamp(min=1e-8)[:, None, None]
-        return torch.einsum("rchw,rhw->rc", features[roi_image_index], weights.to(features.dtype))
+        weights = masks.flatten(1)
+        weights = (weights / weights.sum(1).clamp(min=1e-8)[:, None]).to(features.dtype)  # (N_roi, h*w)
+        flat = features.flatten(2)  # (N_img, C, h*w)
+        if flat.shape[0] == 1:  # one image (the pipeline's case): one matmul, no per-ROI copy of the map
+            return weights @ flat[0].transpose(0, 1)
+        pooled = weights.new_zeros(weights.shape[0], flat.shape[1])
+        for i in torch.unique(roi_image_index).tolist():  # per image: its ROIs in one matmul
+            rows = torch.nonzero(roi_image_index == i)[:, 0]
+            pooled = pooled.index_copy(0, rows, weights[rows] @ flat[i].transpose(0, 1))
+        return pooled
 
     def forward(
         self,

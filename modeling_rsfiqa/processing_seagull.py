@@ -127,6 +127,8 @@ def _mask_from_array(region: Any, size: tuple[int, int]) -> np.ndarray:
         np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
     ):
         raise ValueError(f"a mask must be boolean or numeric, got dtype {arr.dtype}")
+    if arr.dtype == bool:
+        return arr
     return arr > (0.5 if np.issubdtype(arr.dtype, np.floating) else 0)
 
 
@@ -257,9 +259,30 @@ def _any_reduce(a: np.ndarray, n: int, axis: int) -> np.ndarray:
     return np.take(a, (np.arange(n) * size) // n, axis=axis)  # upsampling: nearest
 
 
-def mask_to_grid(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``mask`` on a ``height x width`` grid: a cell is on if any of its pixels is (no ROI vanishes)."""
-    return _any_reduce(_any_reduce(np.asarray(mask, dtype=bool), height, 0), width, 1)
+def _cells(lo: int, hi: int, size: int, n: int) -> tuple[int, int, np.ndarray]:
+    """Cells ``c0 .. c1`` (exclusive) of an ``n``-cell axis over ``size`` pixels that pixels ``[lo, hi)`` fall in,
+    and their starts relative to ``lo`` (pixel ``p`` lies in cell ``floor(p * n / size)``)."""
+    c0, c1 = lo * n // size, (hi - 1) * n // size + 1
+    starts = -(-np.arange(c0 + 1, c1) * size // n) - lo
+    return c0, c1, np.concatenate([[0], starts]).astype(np.intp)
+
+
+def mask_to_grid(mask: np.ndarray, height: int, width: int, box: Sequence[int] | None = None) -> np.ndarray:
+    """``mask`` on a ``height x width`` grid: a cell is on if any of its pixels is (no ROI vanishes).
+
+    ``box``: the mask's bounding box ``[x0, y0, x1, y1]`` (``mask_box``) if known; only the pixels inside it
+    are reduced (the cost grows with the ROI, not with the image)."""
+    mask = np.asarray(mask, dtype=bool)
+    h, w = mask.shape
+    if h < height or w < width or not mask.any():  # upsampling (tiny images): nearest on the whole mask
+        return _any_reduce(_any_reduce(mask, height, 0), width, 1)
+    x0, y0, x1, y1 = mask_box(mask) if box is None else box
+    r0, r1, row_starts = _cells(y0, y1, h, height)
+    k0, k1, col_starts = _cells(x0, x1, w, width)
+    inner = np.logical_or.reduceat(mask[y0:y1, x0:x1], row_starts, axis=0)
+    grid = np.zeros((height, width), dtype=bool)
+    grid[r0:r1, k0:k1] = np.logical_or.reduceat(inner, col_starts, axis=1)
+    return grid
 
 
 def format_distortion_answer(severities: dict[str, float | int | None], config: Any) -> str:
@@ -491,12 +514,12 @@ class SeagullProcessor(ProcessorMixin):
                 if mask is None:
                     continue
                 box = mask_box(mask)
-                roi_masks.append(mask_to_grid(mask, grid, grid))
+                roi_masks.append(mask_to_grid(mask, grid, grid, box))
                 crops.append(self._crop(source, scale, box))
                 roi_image.append(i)
                 roi_input_index.append(j)
                 boxes.append(box)
-                areas.append(float(mask.mean()))
+                areas.append(np.count_nonzero(mask) / mask.size)
         data: dict[str, Any] = dict(self.image_processor(rgb, return_tensors="pt", **kwargs))
         crop_size = {"height": self.local_crop_size, "width": self.local_crop_size}
         if crops:
