@@ -370,6 +370,8 @@ class QCLIPForVideoQualityScoring(QCLIPPreTrainedModel):
         self.vlm = (
             PECoreCLIPModel(vlm_config)
             if isinstance(vlm_config, PECoreCLIPConfig)
+            else TimmCLIPModel(vlm_config)
+            if vlm_config.model_type == TimmCLIPModel.config_class.model_type
             else AutoModel.from_config(vlm_config)
         )
         self.vlm.requires_grad_(False)

@@ -142,9 +142,12 @@ def test_remote_code_without_the_package(tiny, tmp_path):
     from qclip_testing import write_video
     from test_modeling_qclip import REMOTE_SCRIPT
 
+    from transformers import pipeline
+
     model, processor = tiny
-    model.save_pretrained(tmp_path / "m")
-    processor.save_pretrained(tmp_path / "m")
+    model.save_pretrained(tmp_path / "staging")
+    processor.save_pretrained(tmp_path / "staging")
+    pipeline("video-quality", model=str(tmp_path / "staging")).save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "modeling_timm_clip.py").is_file()
     video = write_video(tmp_path / "clip.mp4", num_frames=12)
     with torch.no_grad():
