@@ -10,13 +10,14 @@
 Vision: the frozen ImageNet MobileNetV2; text: a frozen RANDOM CLIP text tower (no pretrained text weights
 offline); only Q-CLIP's adapters, context vectors and w train (PLCC + 0.3 rank, AdamW, warm-up + cosine).
 The frozen, unadapted stem + first stages are run once per frame and cached (``TimmCNNTower.prefix``).
-Validation: the held-out kodak24 synthetic clips (severity order per type, SRCC / PLCC) and the CLIVE
+Training clips use ``--train-frames`` frames, validation the model's own 8. Validation: the held-out kodak24 synthetic clips (severity order per type, SRCC / PLCC) and the CLIVE
 validation clips. Writes the model, processor and ``eval_results.json`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -35,12 +36,14 @@ from modeling_rsfiqa.quality_metrics import compute_iqa_metrics, severity_order_
 SEVERITY_TYPES = ("h264", "gaussian_blur", "white_noise")
 
 
-def encode_prefix(model, processor, rows) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prefix(model, processor, rows, num_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode each clip's sampled frames and run the frozen prefix once: ``(N, T, C, h, w)`` float16, labels."""
     tower = model.vlm.vision_model
+    video_processor = copy.deepcopy(processor.video_processor)
+    video_processor.num_frames = num_frames or video_processor.num_frames
     feats = []
     for r in rows:
-        pixels = processor.video_processor(r["video"], return_tensors="pt")["pixel_values_videos"][0]
+        pixels = video_processor(r["video"], return_tensors="pt")["pixel_values_videos"][0]
         feats.append(tower.prefix(pixels).half())
     return torch.stack(feats), torch.tensor([float(r["mos"]) for r in rows])
 
@@ -77,7 +80,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--train-frames", type=int, default=4, help="random frames per clip per step (speed)")
+    p.add_argument("--train-frames", type=int, default=4, help="frames per training clip (speed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--time-budget", type=float, default=600.0, help="seconds of training at most")
@@ -95,7 +98,7 @@ def main() -> None:
         train_rows += list(clive["train"])
         clive_val = list(clive["validation"])
     t0 = time.time()
-    x_train, y_train = encode_prefix(model, processor, train_rows)
+    x_train, y_train = encode_prefix(model, processor, train_rows, args.train_frames)
     x_val, _ = encode_prefix(model, processor, val_rows)
     x_cval, _ = encode_prefix(model, processor, clive_val) if clive_val else (None, None)
     print(f"decoded + prefix of {len(x_train) + len(x_val)} clips in {time.time() - t0:.0f}s", flush=True)
@@ -117,8 +120,7 @@ def main() -> None:
             b = perm[i : i + args.batch_size]
             if len(b) < 2:
                 continue
-            frames = torch.randperm(x_train.shape[1])[: args.train_frames]
-            out = model(x_train[b][:, frames].float(), labels=y_train[b])
+            out = model(x_train[b].float(), labels=y_train[b])
             opt.zero_grad()
             out.loss.backward()
             opt.step()

@@ -65,7 +65,9 @@ def test_scores_a_clip(vq, tmp_path):
     out = vq(clean)
     assert 0.0 <= out["score"] <= 100.0
     assert len(out["frame_scores"]) == len(out["frame_times"]) == vq.model.config.num_frames
-    assert all(0.0 <= t <= 2.0 for t in out["frame_times"]) and out["frame_times"] == sorted(out["frame_times"])
+    assert all(0.0 <= t <= 2.0 for t in out["frame_times"]) and out["frame_times"] == sorted(
+        out["frame_times"]
+    )
     assert out["source"] == clean
 
 

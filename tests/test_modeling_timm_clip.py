@@ -141,7 +141,6 @@ def test_mobile_preset():
 def test_remote_code_without_the_package(tiny, tmp_path):
     from qclip_testing import write_video
     from test_modeling_qclip import REMOTE_SCRIPT
-
     from transformers import pipeline
 
     model, processor = tiny
