@@ -61,7 +61,6 @@ def test_bad_files_are_reported_not_lost(vq, tmp_path):
 
 def test_default_model_is_the_packaged_one():
     """The task's default is the shipped qclip-mobile folder (its behaviour: tests/test_default_qclip.py)."""
-
     if not (modeling_rsfiqa.DEFAULT_QCLIP_DIR / "model.safetensors").is_file():
         pytest.skip("default video model not shipped")
     vq = pipeline("video-quality")
