@@ -38,6 +38,7 @@ __all__ = [
     "ImageLoadError",
     "SamRegionPartitioner",
     "DEFAULT_MODEL_DIR",
+    "DEFAULT_QCLIP_DIR",
     "load_image_rgb",
     "masks_to_label_map",
     "superpixel_partition",
@@ -105,11 +106,14 @@ from .pipeline_qclip import VideoQualityPipeline  # noqa: E402
 
 __all__ += ["VideoQualityPipeline"]
 
-# no `default` yet: the small shipped video model comes later; until then pass model=<saved Q-CLIP folder>
+#: The small video model shipped inside the package (``qclip-mobile``); see its model card.
+DEFAULT_QCLIP_DIR = Path(__file__).resolve().parent / "default_qclip"
+
 PIPELINE_REGISTRY.register_pipeline(
     "video-quality",
     pipeline_class=VideoQualityPipeline,
     pt_model=AutoModel,
+    default={"model": (str(DEFAULT_QCLIP_DIR), None)},
     type="video",
 )
 

@@ -34,6 +34,8 @@ from typing import Literal
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .configuration_timm_clip import TimmCLIPConfig  # noqa: F401  (registers the qclip-mobile VLM config)
+
 __all__ = ["QCLIPConfig", "PECoreCLIPConfig", "DEFAULT_LEVEL_WORDS", "DEFAULT_PROMPT_TEMPLATE"]
 
 #: the five quality levels, worst to best (the order of the five prompts)

@@ -39,6 +39,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_qclip import PECoreCLIPConfig, QCLIPConfig
 from .losses import quality_loss
+from .modeling_timm_clip import TimmCLIPModel
 
 __all__ = [
     "QCLIPPreTrainedModel",
@@ -223,6 +224,8 @@ def _blocks(tower: nn.Module, what: str) -> nn.ModuleList:
 
 
 def _width(block_list: nn.ModuleList) -> int:
+    if getattr(block_list[0], "hidden_size", None):  # e.g. modeling_timm_clip.ChannelsLastBlock (a CNN stage)
+        return int(block_list[0].hidden_size)
     for module in block_list[0].modules():
         if isinstance(module, nn.LayerNorm):
             return int(module.normalized_shape[0])
@@ -367,6 +370,8 @@ class QCLIPForVideoQualityScoring(QCLIPPreTrainedModel):
         self.vlm = (
             PECoreCLIPModel(vlm_config)
             if isinstance(vlm_config, PECoreCLIPConfig)
+            else TimmCLIPModel(vlm_config)
+            if vlm_config.model_type == TimmCLIPModel.config_class.model_type
             else AutoModel.from_config(vlm_config)
         )
         self.vlm.requires_grad_(False)
@@ -440,6 +445,8 @@ class QCLIPForVideoQualityScoring(QCLIPPreTrainedModel):
             raise ValueError("no VLM weights given (argument or config.vlm_name_or_path)")
         if isinstance(self.vlm, PECoreCLIPModel):
             load_pe_core_checkpoint(self.vlm, source)
+        elif isinstance(self.vlm, TimmCLIPModel):
+            self.vlm.load_vision_weights(source)  # timm ImageNet weights; the text tower stays random
         else:
             donor = type(self.vlm).from_pretrained(source)
             missing, unexpected = self.vlm.load_state_dict(donor.state_dict(), strict=False)

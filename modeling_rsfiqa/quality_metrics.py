@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ __all__ = [
     "TEN_SPLIT_SEEDS",
     "zscore_rescale",
     "compute_vqa_metrics",
+    "severity_order_accuracy",
     "reference_split",
     "summarize_split_metrics",
     "SEAGULL_DISTORTION_TYPES",
@@ -249,6 +250,35 @@ def compute_vqa_metrics(predictions: Any, references: Any) -> dict[str, float]:
     out["plcc"] = float(stats.pearsonr(ref, fitted)[0])
     out["krcc"] = float(stats.kendalltau(ref, fitted)[0])
     return out
+
+
+def severity_order_accuracy(
+    scores: Any, groups: Sequence[Any], levels: Any, higher_is_better: bool = True
+) -> dict[str, float]:
+    """Fraction of correctly ordered pairs by distortion severity (Q-CLIP issue target: >= 0.85 per type).
+
+    Within each group (e.g. one source photo x one distortion type, with its pristine version as level 0),
+    every pair of items with different ``levels`` counts; it is correct when the more severe item scores
+    worse (lower if ``higher_is_better``). Ties in score count as half. Returns ``accuracy`` and ``pairs``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    levels = np.asarray(levels, dtype=np.float64)
+    if not (len(scores) == len(levels) == len(groups)):
+        raise ValueError("scores, groups and levels must have the same length")
+    correct = total = 0.0
+    by_group: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    for idx in by_group.values():
+        s, lv = scores[idx], levels[idx]
+        ds = s[:, None] - s[None, :]
+        dl = lv[:, None] - lv[None, :]
+        mask = dl > 0  # item i more severe than item j
+        if not higher_is_better:
+            ds = -ds
+        correct += float((ds[mask] < 0).sum() + 0.5 * (ds[mask] == 0).sum())
+        total += float(mask.sum())
+    return {"accuracy": correct / total if total else float("nan"), "pairs": int(total)}
 
 
 def reference_split(num_items: int, seed: int, train_ratio: float = 0.8) -> tuple[list[int], list[int]]:

@@ -60,9 +60,12 @@ def test_bad_files_are_reported_not_lost(vq, tmp_path):
         vq(str(bad))
 
 
-def test_no_default_model_yet():
-    with pytest.raises(Exception):  # noqa: B017  -- transformers' own error for a task without a default
-        pipeline("video-quality")
+def test_default_model_is_the_packaged_one():
+    """The task's default is the shipped qclip-mobile folder (its behaviour: tests/test_default_qclip.py)."""
+    if not (modeling_rsfiqa.DEFAULT_QCLIP_DIR / "model.safetensors").is_file():
+        pytest.skip("default video model not shipped")
+    vq = pipeline("video-quality")
+    assert str(modeling_rsfiqa.DEFAULT_QCLIP_DIR) in str(vq.model.config._name_or_path)
 
 
 @pytest.mark.parametrize(
