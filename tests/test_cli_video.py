@@ -111,7 +111,12 @@ def test_frame_score_plot_without_times_uses_frame_numbers():
         frame_score_plot_svg([], [], (0, 100))
 
 
-def test_videos_without_a_video_model_say_so_and_images_still_score(mixed_folder, tmp_path, capsys):
+def test_videos_without_a_video_model_say_so_and_images_still_score(
+    mixed_folder, tmp_path, capsys, monkeypatch
+):
+    import modeling_rsfiqa.cli_score as cli_score
+
+    monkeypatch.setattr(cli_score, "default_video_model", lambda: None)  # an installation with no video model
     out_json = tmp_path / "scores.json"
     code = main(["score", str(mixed_folder), "--model", str(FIXTURE_DIR), "--json", str(out_json)])
     captured = capsys.readouterr()
