@@ -15,7 +15,8 @@ for a new model (``--pretrained_backbone``: ``config`` = the preset's file, a pa
 Data: ``--dataset_dir``, an ROI dataset folder (``datasets_scripts/seagull_synthetic.py`` output, read with
 ``roi_synthesis.load_roi_dataset``): ``train`` to train on, ``validation`` (Kodak24, held out) to evaluate.
 A batch holds every ROI of its images (``training_seagull.SeagullRegionCollator``); targets are quality,
-importance and the per-type severities on [0, 1].
+importance and the per-type severities on [0, 1]. With the frozen tower, each training image is encoded once
+(``VisionFeatureCache``, in memory; ``--cache_vision_features False`` to run the tower every step).
 
 After training: the held-out properties of issue #9 (``roi_synthesis.roi_property_figures``: severity order of
 ROI quality, distortion-type top-1 at levels 4-5, importance vs severity and vs area) for the model and for the
@@ -46,6 +47,7 @@ from modeling_rsfiqa.roi_synthesis import load_roi_dataset, roi_property_figures
 from modeling_rsfiqa.training_seagull import (  # noqa: E402
     SeagullRegionCollator,
     SeagullTrainer,
+    VisionFeatureCache,
     predict_roi_rows,
 )
 
@@ -77,6 +79,10 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "use the first N validation rows"})
     eval_batch_size: int = field(default=8, metadata={"help": "images per batch of the held-out evaluation"})
     torch_threads: int = field(default=2, metadata={"help": "torch.set_num_threads (0: leave as is)"})
+    cache_vision_features: bool = field(
+        default=True,
+        metadata={"help": "frozen tower: encode each training image once (in memory) instead of every epoch"},
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -133,11 +139,15 @@ def main(argv: list[str] | None = None) -> dict:
         "eval_dataset": "validation split (Kodak24, held out)",
         "command": command,
     }
+    cache = None
+    if data_args.cache_vision_features and model.config.vision_frozen:
+        cache = VisionFeatureCache()
+        cache.fill(model, processor, train, batch_size=16, progress=True)
     trainer = SeagullTrainer(
         model=model,
         args=training_args,
         train_dataset=train,
-        data_collator=SeagullRegionCollator(processor),
+        data_collator=SeagullRegionCollator(processor, feature_cache=cache),
         processor=processor,  # no tokenizer: saved by SeagullTrainer, not as processing_class
         model_card_info=card,
     )

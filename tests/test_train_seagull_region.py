@@ -237,3 +237,24 @@ def test_training_script_end_to_end(tmp_path):
     again = predict_roi_rows(model, proc, rows)
     assert len(first) == 5 and first == again
     assert all(0.0 <= r["pred_quality"] <= 100.0 and len(r["pred_severity"]) == 6 for r in first)
+
+
+def test_cached_vision_features_give_the_same_outputs(processor):
+    from modeling_rsfiqa.modeling_seagull import SeagullForRegionQuality
+    from modeling_rsfiqa.training_seagull import VisionFeatureCache
+
+    torch.manual_seed(0)
+    model = SeagullForRegionQuality(preset_config("seagull-region-mobile", **TINY)).eval()
+    rows = [_row(k) for k in range(3)]
+    cache = VisionFeatureCache()
+    cache.fill(model, processor, rows, batch_size=2)
+    assert len(cache) == 3
+    plain = SeagullRegionCollator(processor)(rows)
+    cached = SeagullRegionCollator(processor, feature_cache=cache)(rows)
+    assert "pixel_values" not in cached and len(cached["vision_features"]) == 4
+    with torch.no_grad():
+        a, b = model(**plain), model(**cached)
+    torch.testing.assert_close(a.quality, b.quality, atol=2e-3, rtol=0)  # float16 cache
+    torch.testing.assert_close(a.severity, b.severity, atol=2e-3, rtol=0)
+    with pytest.raises(KeyError, match="fake/9#000"):
+        SeagullRegionCollator(processor, feature_cache=cache)([_row(9)])
