@@ -686,20 +686,39 @@ class SeagullForRegionQuality(SeagullPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: torch.Tensor,
-        roi_masks: torch.Tensor,
-        roi_pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        roi_masks: torch.Tensor | None = None,
+        roi_pixel_values: torch.Tensor | None = None,
         roi_image_index: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        vision_features: list[torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> SeagullRegionQualityOutput:
-        """``labels (N_roi, 2 + n_types)``: quality, importance, severities on [0, 1] (NaN = unknown)."""
+        """``labels (N_roi, 2 + n_types)``: quality, importance, severities on [0, 1] (NaN = unknown).
+        ``vision_features``: the frozen vision tower's levels for ``pixel_values`` computed beforehand (one
+        ``(N_img, C_l, h_l, w_l)`` map per level, as :meth:`encode_images` returns; training on cached
+        features); ``pixel_values`` is then not used and may be ``None``."""
+        if roi_masks is None or roi_pixel_values is None:
+            raise ValueError(
+                "SeagullForRegionQuality needs roi_masks and roi_pixel_values (from the processor)"
+            )
+        if pixel_values is None and vision_features is None:
+            raise ValueError("give pixel_values (or the frozen tower's precomputed vision_features)")
+        if vision_features is not None and not getattr(self, "_vision_frozen", False):
+            raise ValueError(
+                "vision_features (precomputed) need a frozen vision tower (config.vision_frozen)"
+            )
+        n_images = vision_features[0].shape[0] if vision_features is not None else pixel_values.shape[0]
         if roi_image_index is None:
-            if pixel_values.shape[0] != roi_masks.shape[0]:
+            if n_images != roi_masks.shape[0]:
                 raise ValueError("roi_image_index is needed when images and ROIs differ in number")
             roi_image_index = torch.arange(roi_masks.shape[0], device=roi_masks.device)
-        _check_roi_inputs(roi_masks, roi_pixel_values, roi_image_index, pixel_values.shape[0])
-        features = self.encode_images(pixel_values)
+        _check_roi_inputs(roi_masks, roi_pixel_values, roi_image_index, n_images)
+        if vision_features is not None:
+            dtype = next(self.mask_extractor.parameters()).dtype
+            features = [f.to(dtype) for f in vision_features]
+        else:
+            features = self.encode_images(pixel_values)
         global_tokens, local_tokens = self.mask_extractor(
             features, roi_masks, roi_pixel_values, roi_image_index
         )

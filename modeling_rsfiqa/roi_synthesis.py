@@ -84,6 +84,8 @@ __all__ = [
     "check_implementations",
     "roi_dataset_features",
     "load_roi_dataset",
+    "pair_order_fraction",
+    "roi_property_figures",
 ]
 
 #: The six SEAGULL distortion types, in the order of the reference's prompt.
@@ -685,3 +687,74 @@ def load_roi_dataset(path: Any, split: str | None = None, cache_dir: str | None 
     wanted = {split: files[split]} if split else files
     dd = datasets.load_dataset("parquet", data_files=wanted, cache_dir=cache_dir)
     return dd[split] if split else dd
+
+
+# ----------------------------------------------------------------------------------------------------------
+# held-out checks of an ROI model (issue targets): orderings that the labels imply
+# ----------------------------------------------------------------------------------------------------------
+def pair_order_fraction(
+    scores: Sequence[float], keys: Sequence[float], groups: Sequence[Any], min_ratio: float = 1.0
+) -> tuple[float, int]:
+    """Fraction of pairs (same ``group``, different ``key``) whose ``scores`` are STRICTLY ordered like their
+    ``keys`` (ties count as wrong), and the number of pairs. With ``min_ratio`` > 1 only pairs whose larger
+    key is at least ``min_ratio`` times the smaller count (keys > 0). ``nan`` when there is no pair."""
+    s, k = np.asarray(scores, dtype=np.float64), np.asarray(keys, dtype=np.float64)
+    g = np.asarray([hash(x) for x in groups])
+    same = g[:, None] == g[None, :]
+    lo, hi = k[:, None], k[None, :]
+    valid = same & (hi > lo)
+    if min_ratio > 1.0:
+        valid &= hi >= min_ratio * lo
+    n = int(valid.sum())
+    if not n:
+        return float("nan"), 0
+    right = (s[None, :] > s[:, None]) & valid
+    return float(right.sum() / n), n
+
+
+def roi_property_figures(
+    records: Sequence[dict[str, Any]],
+    distortion_types: Sequence[str] = SEAGULL_DISTORTION_TYPES,
+    strong_levels: Sequence[int] = (4, 5),
+    min_area_ratio: float = 1.5,
+    prefix: str = "pred_",
+) -> dict[str, Any]:
+    """The held-out properties of SEAGULL issue #9 from per-ROI records (``training_seagull.predict_roi_rows``):
+
+    * ``severity_order``: among distorted ROIs of the same type and different levels, the fraction of pairs
+      where the stronger level has the lower quality;
+    * ``type_top1_strong``: distortion-type top-1 (argmax of the per-type severities) of the distorted ROIs at
+      ``strong_levels``;
+    * ``importance_vs_severity``: same type, different levels: the stronger has the higher importance;
+    * ``importance_vs_area``: same type and level, areas at least ``min_area_ratio`` apart: the larger has the
+      higher importance.
+
+    ``prefix="pred_"`` judges the model; ``prefix=""`` the labels themselves (``quality`` / ``importance``;
+    no type figure), the ceiling the model can be compared with. Pair counts are reported alongside.
+    """
+    dist = [r for r in records if r["distortion"] is not None and int(r["level"]) > 0]
+    if not dist:
+        raise ValueError("no distorted ROI in the records (need 'distortion' and 'level' > 0)")
+    types = list(distortion_types)
+    kind = [r["distortion"] for r in dist]
+    level = [int(r["level"]) for r in dist]
+    quality = [-float(r[prefix + "quality"]) for r in dist]  # lower quality = more severe
+    importance = [float(r[prefix + "importance"]) for r in dist]
+    figures: dict[str, Any] = {}
+    figures["severity_order"], figures["severity_order_pairs"] = pair_order_fraction(quality, level, kind)
+    figures["importance_vs_severity"], figures["importance_vs_severity_pairs"] = pair_order_fraction(
+        importance, level, kind
+    )
+    figures["importance_vs_area"], figures["importance_vs_area_pairs"] = pair_order_fraction(
+        importance, [float(r["area"]) for r in dist], list(zip(kind, level)), min_ratio=min_area_ratio
+    )
+    if prefix + "severity" in dist[0]:
+        strong = [r for r in dist if int(r["level"]) in set(strong_levels)]
+        hits = [types[int(np.argmax(r[prefix + "severity"]))] == r["distortion"] for r in strong]
+        figures["type_top1_strong"] = float(np.mean(hits)) if hits else float("nan")
+        figures["type_top1_strong_n"] = len(hits)
+        hits_all = [types[int(np.argmax(r[prefix + "severity"]))] == r["distortion"] for r in dist]
+        figures["type_top1_all"] = float(np.mean(hits_all))
+    figures["n_distorted_rois"] = len(dist)
+    figures["n_rois"] = len(records)
+    return figures

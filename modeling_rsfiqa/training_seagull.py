@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from transformers import Trainer
 
+from .image_io import load_image_rgb
 from .level_scoring import parse_distortions
 
 __all__ = [
@@ -38,6 +39,11 @@ __all__ = [
     "samples_from_rows",
     "SeagullTrainer",
     "seagull_model_card_text",
+    "roi_row_labels",
+    "SeagullRegionCollator",
+    "VisionFeatureCache",
+    "predict_roi_rows",
+    "seagull_region_model_card_text",
 ]
 
 #: SEAGULL distortion type -> implementations in ``distortions`` (varied, so no single one is learnt)
@@ -247,9 +253,24 @@ def samples_from_rows(rows: Any, processor: Any) -> list[RoiSample]:
 class SeagullTrainer(Trainer):
     """``Trainer`` that writes the SEAGULL model card (also before ``push_to_hub``)."""
 
-    def __init__(self, *args: Any, model_card_info: dict[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        model_card_info: dict[str, Any] | None = None,
+        processor: Any = None,
+        **kwargs: Any,
+    ):
+        """``processor``: saved with the model and every checkpoint, for processors WITHOUT a tokenizer (the small
+        ROI model's): ``Trainer``'s ``processing_class`` aligns the special tokens of its tokenizer and fails on
+        ``None``. Pass a processor with a tokenizer as ``processing_class`` as usual."""
         super().__init__(*args, **kwargs)
         self.model_card_info = dict(model_card_info or {})
+        self.region_processor = processor
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        if self.region_processor is not None:
+            self.region_processor.save_pretrained(output_dir or self.args.output_dir)
 
     def create_model_card(self, **kwargs: Any) -> None:
         if not self.is_world_process_zero():
@@ -259,7 +280,12 @@ class SeagullTrainer(Trainer):
             info.setdefault("model_name", kwargs["model_name"])
         path = Path(self.args.output_dir) / "README.md"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(seagull_model_card_text(self.model, self.args, **info), encoding="utf-8")
+        card = (
+            seagull_region_model_card_text
+            if getattr(self.model.config, "model_type", "") == "seagull_region"
+            else seagull_model_card_text
+        )
+        path.write_text(card(self.model, self.args, **info), encoding="utf-8")
 
 
 def seagull_model_card_text(model: Any, args: Any = None, **info: Any) -> str:
@@ -328,6 +354,240 @@ def seagull_model_card_text(model: Any, args: Any = None, **info: Any) -> str:
         "",
         "Trained on synthetic distortions pasted into regions unless stated otherwise above; scores of authentic "
         "distortions need SEAGULL-3k-style fine-tuning.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the small ROI model (SeagullForRegionQuality): Parquet ROI rows -> batches, predictions, model card
+# ----------------------------------------------------------------------------------------------------------
+def _rle_region(roi: dict[str, Any]) -> dict[str, Any]:
+    rle = roi["rle"]
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]}
+
+
+def roi_row_labels(row: dict[str, Any], distortion_types: Sequence[str]) -> np.ndarray:
+    """``(n_roi, 2 + n_types)`` targets on [0, 1] of one ROI-dataset row (schema:
+    ``datasets_scripts/seagull_synthetic.py``): quality / 100, importance / 100, then the severity of each
+    type (0 where the ROI does not have it). An unknown type in a row is a ``ValueError`` naming the sample."""
+    types = list(distortion_types)
+    labels = np.zeros((len(row["rois"]), 2 + len(types)), dtype=np.float32)
+    for i, roi in enumerate(row["rois"]):
+        labels[i, 0] = float(roi["quality"]) / 100.0
+        labels[i, 1] = float(roi["importance"]) / 100.0
+        for name, severity in zip(roi["distortions"] or [], roi["severities"] or []):
+            if name not in types:
+                raise ValueError(
+                    f"sample {row.get('sample_id', '?')}, ROI {i}: distortion type {name!r} is not one of {types}"
+                )
+            labels[i, 2 + types.index(name)] = float(severity)
+    return np.clip(labels, 0.0, 1.0)
+
+
+class VisionFeatureCache:
+    """The frozen vision tower's multi-level features per ROI-dataset row (keyed by ``sample_id``), computed once
+    so that training the MFE and heads does not run the tower every epoch. Stored as ``float16`` in memory
+    (about 350 kB per image for MobileNetV2 at 256 px)."""
+
+    def __init__(self) -> None:
+        self.features: dict[str, list[torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @torch.no_grad()
+    def fill(
+        self, model: Any, processor: Any, rows: Any, batch_size: int = 16, progress: bool = False
+    ) -> None:
+        """Encode the images of ``rows`` (not already cached) with ``model.encode_images``."""
+        if not getattr(model, "_vision_frozen", False):
+            raise ValueError("caching vision features needs a frozen vision tower (config.vision_frozen)")
+        model.vision_tower.eval()
+        todo = [i for i in range(len(rows)) if str(rows[i]["sample_id"]) not in self.features]
+        starts = range(0, len(todo), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="vision features")
+        for start in starts:
+            chunk = [rows[i] for i in todo[start : start + batch_size]]
+            images = [load_image_rgb(r["image"]) for r in chunk]
+            pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+            levels = model.encode_images(pixels)
+            for j, row in enumerate(chunk):
+                self.features[str(row["sample_id"])] = [f[j].to(torch.float16).clone() for f in levels]
+
+    def batch(self, sample_ids: Sequence[str]) -> list[torch.Tensor]:
+        missing = [s for s in sample_ids if s not in self.features]
+        if missing:
+            raise KeyError(f"no cached vision features for samples {missing[:5]} (call fill() first)")
+        n_levels = len(self.features[sample_ids[0]])
+        return [torch.stack([self.features[s][k] for s in sample_ids]).float() for k in range(n_levels)]
+
+
+class SeagullRegionCollator:
+    """ROI-dataset rows -> ``SeagullForRegionQuality`` inputs + ``labels``.
+
+    Every ROI of an image is in the same batch (the MFE attends across the ROIs of an image, and the image is
+    encoded once for all of them). Rows need ``image`` (PIL / path / array) and ``rois`` (each with ``rle``,
+    ``quality``, ``importance``, ``distortions``, ``severities``), as ``roi_synthesis.load_roi_dataset`` gives.
+    """
+
+    def __init__(self, processor: Any, feature_cache: VisionFeatureCache | None = None):
+        self.processor = processor
+        self.distortion_types = list(processor.distortion_types)
+        self.feature_cache = feature_cache
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        images = [row["image"] for row in rows]
+        regions = [[_rle_region(r) for r in row["rois"]] for row in rows]
+        names = [str(row.get("sample_id", i)) for i, row in enumerate(rows)]
+        batch = self.processor(images, regions, image_names=names)
+        out = {k: batch[k] for k in self.processor.model_input_names}
+        if self.feature_cache is not None:  # the frozen tower's features, computed once per image
+            out["vision_features"] = self.feature_cache.batch(names)
+            del out["pixel_values"]
+        out["labels"] = torch.from_numpy(
+            np.concatenate([roi_row_labels(r, self.distortion_types) for r in rows])
+        )
+        return out
+
+
+@torch.no_grad()
+def predict_roi_rows(
+    model: Any, processor: Any, rows: Any, batch_size: int = 8, progress: bool = False
+) -> list[dict[str, Any]]:
+    """Run the small ROI model on ROI-dataset rows; one record per ROI with the labels it is judged against:
+    ``sample_id, roi, distortion (None = clean), level (0 = clean), area, quality, importance`` (labels,
+    0..100), ``pred_quality, pred_importance`` (0..100) and ``pred_severity`` (list, one per type, 0..1)."""
+    model.eval()
+    collator = SeagullRegionCollator(processor)
+    rows = list(rows)
+    starts = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="predict ROIs")
+    records: list[dict[str, Any]] = []
+    for start in starts:
+        chunk = rows[start : start + batch_size]
+        batch = collator(chunk)
+        batch.pop("labels")
+        out = model(**batch)
+        k = 0
+        for row in chunk:
+            for i, roi in enumerate(row["rois"]):
+                kinds, levels = list(roi["distortions"] or []), list(roi["levels"] or [])
+                records.append(
+                    {
+                        "sample_id": row.get("sample_id"),
+                        "roi": i,
+                        "distortion": kinds[0] if kinds else None,
+                        "level": int(levels[0]) if levels else 0,
+                        "area": float(roi["area"]),
+                        "quality": float(roi["quality"]),
+                        "importance": float(roi["importance"]),
+                        "pred_quality": float(out.quality[k]) * 100.0,
+                        "pred_importance": float(out.importance[k]) * 100.0,
+                        "pred_severity": [float(v) for v in out.severity[k]],
+                    }
+                )
+                k += 1
+    return records
+
+
+def seagull_region_model_card_text(model: Any, args: Any = None, **info: Any) -> str:
+    """README.md of a trained small ROI model (``SeagullForRegionQuality``): model, data, command, the held-out
+    figures (``info["evaluation"]``: ``roi_synthesis.roi_property_figures`` of the model, ``info["label_figures"]``
+    of the labels), use and limits."""
+    config = model.config
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    name = info.get("model_name") or getattr(args, "hub_model_id", None) or "seagull-region"
+    lines = [
+        "---",
+        "library_name: transformers",
+        "license: apache-2.0",
+        "pipeline_tag: image-feature-extraction",
+        "tags:",
+        "- image-quality-assessment",
+        "- region-of-interest",
+        "- seagull",
+        "- custom_code",
+        "---",
+        "",
+        f"# {name}",
+        "",
+        "The small region-of-interest quality model of the `rsfiqa` package: the vision tower and Mask-based "
+        "Feature Extractor of SEAGULL (Chen et al., *SEAGULL: No-reference Image Quality Assessment for "
+        "Regions of Interest via Vision-Language Instruction Tuning*, arXiv 2411.10161) with heads for ROI "
+        "quality, importance and per-type severity instead of the LLM. It is the offline default of "
+        '`pipeline("region-quality")`.',
+        "",
+        "## Model",
+        "",
+        f"- vision tower: `{config.vision_backbone}`{' (frozen)' if config.vision_frozen else ''}, levels "
+        f"{config.vision_out_indices}, input {config.image_size}x{config.image_size}; ROI crop "
+        f"{config.local_crop_size}x{config.local_crop_size}",
+        f"- Mask-based Feature Extractor: width {config.mfe_hidden_size}, {config.mfe_num_heads} heads; "
+        f"head hidden size {config.head_hidden_size}",
+        f"- outputs per ROI: quality (0..100, higher is better), importance (0..100), severity on [0, 1] of "
+        f"{', '.join(config.distortion_types)}",
+        f"- parameters: {total:,} ({trainable:,} trained)",
+        "",
+        "## Training",
+        "",
+        f"- base: `{info.get('model_name_or_path', 'unspecified')}`; data: {info.get('dataset', 'unspecified')}",
+    ]
+    if info.get("command"):
+        lines += ["- command:", "", "```bash", str(info["command"]), "```", ""]
+    if args is not None:
+        lines.append(
+            f"- steps {getattr(args, 'max_steps', '?')}, epochs {getattr(args, 'num_train_epochs', '?')}, "
+            f"batch {getattr(args, 'per_device_train_batch_size', '?')} images (all ROIs of each), "
+            f"lr {getattr(args, 'learning_rate', '?')}, seed {getattr(args, 'seed', '?')}"
+        )
+    lines += ["", "## Evaluation (held-out synthetic ROIs)", ""]
+    evaluation, labels = info.get("evaluation"), info.get("label_figures") or {}
+    if evaluation:
+        lines += [
+            f"{info.get('eval_dataset', 'validation split')}: {evaluation['n_rois']} ROIs, "
+            f"{evaluation['n_distorted_rois']} distorted. Pair fractions count ties as wrong; the labels' own "
+            "fraction (the full-reference metric) is the ceiling for the quality / importance orderings.",
+            "",
+            "| property | model | labels | target |",
+            "|---|---|---|---|",
+        ]
+        rows = (
+            ("severity order of ROI quality (same type, different levels)", "severity_order", 0.85),
+            ("distortion-type top-1 at levels 4-5", "type_top1_strong", 0.7),
+            ("importance grows with severity (same type)", "importance_vs_severity", 0.85),
+            ("importance grows with area (same type and level)", "importance_vs_area", 0.85),
+        )
+        for text, key, target in rows:
+            lab = labels.get(key)
+            lab_text = f"{lab:.3f}" if isinstance(lab, float) else "-"
+            lines.append(f"| {text} | {evaluation[key]:.3f} | {lab_text} | >= {target} |")
+        lines.append(f"| distortion-type top-1, all levels | {evaluation['type_top1_all']:.3f} | - | - |")
+    else:
+        lines.append("_No evaluation was run._")
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import modeling_rsfiqa",
+        "from transformers import pipeline",
+        'rq = pipeline("region-quality")  # this model, offline',
+        'rq("photo.jpg", regions=[[x0, y0, x1, y1], mask, {"size": [h, w], "counts": rle}])',
+        "```",
+        "",
+        "## Limitations",
+        "",
+        "Trained only on synthetic distortions pasted into regions of clean photos (CBSD68, SUN-Hays80), labelled "
+        "by a full-reference metric (HaarPSI); authentic distortions and real ROI annotations (SEAGULL-3k) were "
+        "not seen. A small frozen ImageNet backbone at low resolution: fine textures in small ROIs are hard.",
         "",
     ]
     return "\n".join(lines)
