@@ -99,30 +99,9 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def region_model(tmp_path_factory) -> Path:
     """A tiny random SEAGULL ROI model folder (the shipped model's architecture on timm's test backbone)."""
-    from modeling_rsfiqa.factory import preset_config
-    from modeling_rsfiqa.modeling_seagull import SeagullForRegionQuality
-    from modeling_rsfiqa.processing_seagull import SeagullProcessor
+    from seagull_testing import save_tiny_region_model
 
-    config = preset_config(
-        "seagull-region-mobile",
-        vision_backbone="test_efficientnet",
-        vision_backbone_kwargs={},
-        vision_feature_channels=[24, 32, 48, 64],
-        image_size=64,
-        mfe_hidden_size=16,
-        mfe_num_heads=2,
-        mfe_mlp_dim=32,
-        local_crop_size=32,
-        local_pool=2,
-        local_mlp_hidden_size=16,
-        region_embed_size=16,
-        head_hidden_size=16,
-        vision_pretrained=None,
-    )
-    folder = tmp_path_factory.mktemp("seagull") / "seagull-region-tiny"
-    SeagullForRegionQuality(config).save_pretrained(folder)
-    SeagullProcessor.from_model_config(config).save_pretrained(folder)
-    return folder
+    return save_tiny_region_model(tmp_path_factory.mktemp("seagull") / "seagull-region-tiny")
 
 
 @pytest.fixture(scope="module")

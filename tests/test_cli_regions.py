@@ -8,37 +8,17 @@ import numpy as np
 import pytest
 from conftest import random_image
 from PIL import Image
+from seagull_testing import save_tiny_region_model
 
 from modeling_rsfiqa.cli import build_parser, main
 from modeling_rsfiqa.cli_regions import NoDefaultModelError, load_region_pipeline
-from modeling_rsfiqa.factory import preset_config
-from modeling_rsfiqa.modeling_seagull import SeagullForRegionQuality
-from modeling_rsfiqa.processing_seagull import SeagullProcessor
 
 TYPES = {"blur", "colorfulness", "compression", "contrast", "exposure", "noise"}
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    config = preset_config(
-        "seagull-region-mobile",
-        vision_backbone="test_efficientnet",
-        vision_backbone_kwargs={},
-        vision_feature_channels=[24, 32, 48, 64],
-        image_size=64,
-        mfe_hidden_size=16,
-        mfe_num_heads=2,
-        mfe_mlp_dim=32,
-        local_crop_size=32,
-        local_pool=2,
-        local_mlp_hidden_size=16,
-        region_embed_size=16,
-        head_hidden_size=16,
-        vision_pretrained=None,
-    )
-    folder = tmp_path_factory.mktemp("seagull-region")
-    SeagullForRegionQuality(config).save_pretrained(folder)
-    SeagullProcessor.from_model_config(config).save_pretrained(folder)
+    folder = save_tiny_region_model(tmp_path_factory.mktemp("seagull-region"))
     return str(folder)
 
 

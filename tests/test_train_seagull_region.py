@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import ROOT, random_image
 from PIL import Image
+from seagull_testing import tiny_region_config
 
-from modeling_rsfiqa.factory import preset_config
 from modeling_rsfiqa.processing_seagull import SeagullProcessor
 from modeling_rsfiqa.roi_synthesis import (
     SEAGULL_DISTORTION_TYPES,
@@ -27,21 +27,6 @@ from modeling_rsfiqa.roi_synthesis import (
 from modeling_rsfiqa.training_seagull import SeagullRegionCollator, predict_roi_rows, roi_row_labels
 
 TYPES = list(SEAGULL_DISTORTION_TYPES)
-TINY = dict(
-    vision_backbone="test_efficientnet",
-    vision_backbone_kwargs={},
-    vision_feature_channels=[24, 32, 48, 64],
-    image_size=64,
-    mfe_hidden_size=16,
-    mfe_num_heads=2,
-    mfe_mlp_dim=32,
-    local_crop_size=32,
-    local_pool=2,
-    local_mlp_hidden_size=16,
-    region_embed_size=16,
-    head_hidden_size=16,
-    vision_pretrained=None,
-)
 
 
 def _roi(h, w, box, quality, importance, kind=None, level=0):
@@ -89,7 +74,7 @@ def _row(k: int, split: str = "train", h: int = 48, w: int = 64) -> dict:
 
 @pytest.fixture(scope="module")
 def processor():
-    return SeagullProcessor.from_model_config(preset_config("seagull-region-mobile", **TINY))
+    return SeagullProcessor.from_model_config(tiny_region_config())
 
 
 def test_row_labels_are_unit_targets_per_roi():
@@ -192,7 +177,7 @@ def test_training_script_end_to_end(tmp_path):
         data, {"train": [_row(k) for k in range(8)], "validation": [_row(k, "validation") for k in range(12)]}
     )
     config = tmp_path / "tiny.json"
-    preset_config("seagull-region-mobile", **TINY).to_json_file(config)
+    tiny_region_config().to_json_file(config)
     spec = importlib.util.spec_from_file_location(
         "train_seagull_region", ROOT / "examples" / "train_seagull_region.py"
     )
@@ -244,7 +229,7 @@ def test_cached_vision_features_give_the_same_outputs(processor):
     from modeling_rsfiqa.training_seagull import VisionFeatureCache
 
     torch.manual_seed(0)
-    model = SeagullForRegionQuality(preset_config("seagull-region-mobile", **TINY)).eval()
+    model = SeagullForRegionQuality(tiny_region_config()).eval()
     rows = [_row(k) for k in range(3)]
     cache = VisionFeatureCache()
     cache.fill(model, processor, rows, batch_size=2)
