@@ -288,16 +288,20 @@ class SeagullTrainer(Trainer):
         path.write_text(card(self.model, self.args, **info), encoding="utf-8")
 
 
-def seagull_model_card_text(model: Any, args: Any = None, **info: Any) -> str:
-    """README.md of a trained SEAGULL model: what it is, how it was trained, the held-out figures, use, limits."""
-    config = model.config
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    name = info.get("model_name") or getattr(args, "hub_model_id", None) or "seagull"
-    lines = [
+def _parameter_counts(model: Any) -> tuple[int, int]:
+    """(all, trainable) parameter counts of ``model``."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def _card_header(name: str, pipeline_tag: str | None = None) -> list[str]:
+    """The YAML front matter and title of a SEAGULL model card (both the generative and the small model)."""
+    tag = [f"pipeline_tag: {pipeline_tag}"] if pipeline_tag else []
+    return [
         "---",
         "library_name: transformers",
         "license: apache-2.0",
+        *tag,
         "tags:",
         "- image-quality-assessment",
         "- region-of-interest",
@@ -307,6 +311,16 @@ def seagull_model_card_text(model: Any, args: Any = None, **info: Any) -> str:
         "",
         f"# {name}",
         "",
+    ]
+
+
+def seagull_model_card_text(model: Any, args: Any = None, **info: Any) -> str:
+    """README.md of a trained SEAGULL model: what it is, how it was trained, the held-out figures, use, limits."""
+    config = model.config
+    total, trainable = _parameter_counts(model)
+    name = info.get("model_name") or getattr(args, "hub_model_id", None) or "seagull"
+    lines = [
+        *_card_header(name),
         "SEAGULL (Chen et al., *SEAGULL: No-reference Image Quality Assessment for Regions of Interest via "
         "Vision-Language Instruction Tuning*, arXiv 2411.10161), trained with `examples/train_seagull.py` of "
         "the `rsfiqa` package.",
@@ -502,23 +516,10 @@ def seagull_region_model_card_text(model: Any, args: Any = None, **info: Any) ->
     figures (``info["evaluation"]``: ``roi_synthesis.roi_property_figures`` of the model, ``info["label_figures"]``
     of the labels), use and limits."""
     config = model.config
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total, trainable = _parameter_counts(model)
     name = info.get("model_name") or getattr(args, "hub_model_id", None) or "seagull-region"
     lines = [
-        "---",
-        "library_name: transformers",
-        "license: apache-2.0",
-        "pipeline_tag: image-feature-extraction",
-        "tags:",
-        "- image-quality-assessment",
-        "- region-of-interest",
-        "- seagull",
-        "- custom_code",
-        "---",
-        "",
-        f"# {name}",
-        "",
+        *_card_header(name, pipeline_tag="image-feature-extraction"),
         "The small region-of-interest quality model of the `rsfiqa` package: the vision tower and Mask-based "
         "Feature Extractor of SEAGULL (Chen et al., *SEAGULL: No-reference Image Quality Assessment for "
         "Regions of Interest via Vision-Language Instruction Tuning*, arXiv 2411.10161) with heads for ROI "
