@@ -86,9 +86,8 @@ def resolve_model(model: str | None, workdir: Path) -> tuple[str, str]:
     """(folder, description) of the model to benchmark."""
     if model:
         return model, f"--model {model}"
-    import modeling_rsfiqa
+    from modeling_rsfiqa import DEFAULT_QCLIP_DIR as shipped
 
-    shipped = Path(modeling_rsfiqa.__file__).resolve().parent / "default_qclip"
     if (shipped / "config.json").is_file():
         return str(shipped), f"shipped default_qclip ({shipped})"
     from modeling_rsfiqa.factory import create_model

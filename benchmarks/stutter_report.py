@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from bench_video import resolve_model  # same folder: the shipped default, else a random qclip-tiny
 
 VARIANTS = ("original", "freeze", "half-rate")
 
@@ -124,23 +125,6 @@ def repeat_fraction(path: Path) -> float:
         if not inter.any():
             return float("nan")
         return float((video.index.sizes[inter] < macroblocks).mean())
-
-
-def resolve_model(model: str | None, workdir: Path) -> tuple[str, str]:
-    if model:
-        return model, f"--model {model}"
-    import modeling_rsfiqa
-
-    shipped = Path(modeling_rsfiqa.__file__).resolve().parent / "default_qclip"
-    if (shipped / "config.json").is_file():
-        return str(shipped), f"shipped default_qclip ({shipped})"
-    from modeling_rsfiqa.factory import create_model
-
-    net, processor = create_model("qclip-tiny")
-    folder = workdir / "qclip-tiny"
-    net.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder), "qclip-tiny with RANDOM weights: its scores say nothing about quality"
 
 
 def main(argv: list[str] | None = None) -> int:

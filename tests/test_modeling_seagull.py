@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import random_image
 from model_tester_mixin import ModelTesterMixin
+from seagull_testing import tiny_region_config
 
 from modeling_rsfiqa.factory import create_model, preset_config
 from modeling_rsfiqa.modeling_seagull import SeagullForConditionalGeneration, SeagullForRegionQuality
@@ -203,23 +204,7 @@ class TestSeagullForRegionQuality(ModelTesterMixin):
 
     @staticmethod
     def _config():
-        return preset_config(
-            "seagull-region-mobile",
-            vision_backbone="test_efficientnet",
-            vision_backbone_kwargs={},
-            vision_out_indices=[1, 2, 3, 4],
-            vision_feature_channels=[24, 32, 48, 64],
-            image_size=64,
-            mfe_hidden_size=16,
-            mfe_num_heads=2,
-            mfe_mlp_dim=32,
-            local_crop_size=32,
-            local_pool=2,
-            local_mlp_hidden_size=16,
-            region_embed_size=16,
-            head_hidden_size=16,
-            vision_pretrained=None,
-        )
+        return tiny_region_config(vision_out_indices=[1, 2, 3, 4])
 
     def make_config(self):
         return self._config()
