@@ -74,3 +74,25 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not present")
     return SHARED
+
+
+def run_remote_script(script: str, tmp_path: Path, *args: str, timeout: float = 300) -> dict:
+    """Run ``script`` with a bare environment (no repository on the path, offline, cwd ``tmp_path``) as
+    ``python remote.py *args``; it must exit 0 and print a JSON object on its last line, which is returned.
+    The remote-code tests use it to load saved folders where this package is not importable."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "remote.py"
+    path.write_text(script)
+    proc = subprocess.run(
+        [sys.executable, str(path), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import run_remote_script
 from model_tester_mixin import ModelTesterMixin
 
 from modeling_rsfiqa.configuration_qclip import PECoreCLIPConfig, QCLIPConfig
@@ -399,18 +398,7 @@ def test_remote_code_without_the_package(tmp_path):
     video = write_video(tmp_path / "clip.mp4", num_frames=12)
     with torch.no_grad():
         expected = model(pixel_values_videos=processor(videos=str(video))["pixel_values_videos"]).score.item()
-    script = tmp_path / "remote.py"
-    script.write_text(REMOTE_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(folder), str(video)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_remote_script(REMOTE_SCRIPT, tmp_path, str(folder), str(video))
     assert result["model"].startswith("transformers_modules.") and result["model"].endswith(
         "QCLIPForVideoQualityScoring"
     )

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
+from conftest import random_image, run_remote_script
 from model_tester_mixin import ModelTesterMixin
 from seagull_testing import tiny_region_config
 
@@ -315,18 +313,7 @@ def test_remote_code_without_the_package(tmp_path, tiny):
         with torch.no_grad():
             out = model.eval()(**{k: batch[k] for k in processor.model_input_names})
         folders[str(folder)] = (out.logits[:, -1] if name == "gen" else out.quality).flatten()
-    script = tmp_path / "remote.py"
-    script.write_text(REMOTE_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(script), *folders],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_remote_script(REMOTE_SCRIPT, tmp_path, *folders, timeout=600)
     for folder, expected in folders.items():
         got = results[folder]
         assert got["model"].startswith("transformers_modules.")

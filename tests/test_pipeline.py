@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURE_DIR, ROOT, random_image
+from conftest import FIXTURE_DIR, ROOT, random_image, run_remote_script
 from PIL import Image
 from transformers import AutoModel, pipeline
 
@@ -121,18 +119,7 @@ def test_remote_code_without_the_package(iqa, tmp_path):
     image_path = tmp_path / "img.png"
     Image.fromarray(random_image(40, 56)).save(image_path)
     expected = iqa(str(image_path))["score"]
-    script = tmp_path / "remote.py"
-    script.write_text(REMOTE_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(folder), str(image_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_remote_script(REMOTE_SCRIPT, tmp_path, str(folder), str(image_path))
     assert result["model_module"].startswith("transformers_modules.")
     assert result["pipeline"] == "ImageQualityPipeline"
     assert result["score"] == pytest.approx(expected, abs=1e-5)
