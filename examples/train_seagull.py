@@ -29,11 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 import modeling_rsfiqa  # noqa: F401  (registers the Auto classes and the pipelines)
@@ -42,6 +40,7 @@ from modeling_rsfiqa.image_io import load_image_rgb
 from modeling_rsfiqa.training_seagull import (
     SeagullInstructionCollator,
     SeagullTrainer,
+    configure_logging,
     distortion_type_accuracy,
     samples_from_rows,
     synthetic_roi_samples,
@@ -93,12 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
-    transformers.utils.logging.set_verbosity_warning()
+    configure_logging(logger, training_args)
     set_seed(training_args.seed)
 
     overrides = {

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -48,6 +47,7 @@ from modeling_rsfiqa.training_seagull import (  # noqa: E402
     SeagullRegionCollator,
     SeagullTrainer,
     VisionFeatureCache,
+    configure_logging,
     predict_roi_rows,
 )
 
@@ -94,12 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
-    transformers.utils.logging.set_verbosity_warning()
+    configure_logging(logger, training_args)
     if data_args.torch_threads > 0:
         torch.set_num_threads(data_args.torch_threads)
     set_seed(training_args.seed)

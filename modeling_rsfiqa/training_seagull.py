@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from .image_io import load_image_rgb
 from .level_scoring import parse_distortions
 
 __all__ = [
+    "configure_logging",
     "SEAGULL_TYPE_DISTORTIONS",
     "RoiSample",
     "synthetic_roi_samples",
@@ -286,6 +289,19 @@ class SeagullTrainer(Trainer):
             else seagull_model_card_text
         )
         path.write_text(card(self.model, self.args, **info), encoding="utf-8")
+
+
+def configure_logging(logger: logging.Logger, training_args: Any) -> None:
+    """The training scripts' logging: records to stdout, ``logger`` at INFO on the logging process only,
+    transformers at WARNING."""
+    import transformers
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    transformers.utils.logging.set_verbosity_warning()
 
 
 def _parameter_counts(model: Any) -> tuple[int, int]:
