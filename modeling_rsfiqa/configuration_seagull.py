@@ -89,6 +89,9 @@ class SeagullConfig(PreTrainedConfig):
         square (512); local_channels / local_pool: the local CNN (1x1 conv to 5 channels, GELU, avg-pool,
         1x1 conv to 1 channel, GELU, avg-pool); local_mlp_hidden_size (512); crop_source_max_height: the
         reference crops from the image after resizing it to at most this height (512; None: full size).
+        roi_mask_mode: how an ROI becomes weights on a feature grid: ``"any"`` (the reference: a cell counts
+        fully if any ROI pixel falls in it) or ``"area"`` (a cell weighs the fraction of it inside the ROI;
+        small ROIs are not diluted by the cells around their border).
         region_embed_size: size of the global/local tokens (None: the LLM's hidden size).
     Language model: text_config (any ``AutoModelForCausalLM`` config; Llama in the paper);
         tokenizer_name_or_path: where ``create_model`` finds the tokenizer (None: a small BPE tokenizer is
@@ -130,6 +133,7 @@ class SeagullConfig(PreTrainedConfig):
     local_pool: int = 4
     local_mlp_hidden_size: int = 512
     crop_source_max_height: int | None = 512
+    roi_mask_mode: str = "any"
     region_embed_size: int | None = None
     # language model and tokens
     text_config: dict | PreTrainedConfig | None = None
@@ -235,8 +239,9 @@ class SeagullRegionConfig(SeagullConfig):
     (no LLM). The global and local tokens (``region_embed_size``) are concatenated and fed to an MLP
     (``head_hidden_size``, ``head_dropout``) with three outputs: quality (0..1, higher is better), importance
     (0..1) and a severity per distortion type (0..1; 0 = absent). Targets: ``labels`` ``(N_roi, 2 + T)``
-    on the same scales; ``loss_weights`` weigh the quality, importance and severity terms (MSE, plus a
-    pairwise rank term for quality/importance when ``rank`` > 0).
+    on the same scales; ``loss_weights`` weigh the terms: ``quality`` / ``importance`` (MSE), ``severity``
+    (per-type binary cross-entropy), ``type`` (cross-entropy over clean + types on the severity logits) and
+    ``rank`` (pairwise, quality and importance).
     """
 
     model_type = "seagull_region"
@@ -254,8 +259,11 @@ class SeagullRegionConfig(SeagullConfig):
     local_crop_size: int = 128
     local_mlp_hidden_size: int = 128
     crop_source_max_height: int | None = None
+    roi_mask_mode: str = "area"
     region_embed_size: int | None = 128
     vision_frozen: bool = True
     head_hidden_size: int = 128
     head_dropout: float = 0.1
-    loss_weights: dict = field(default_factory=lambda: {"quality": 1.0, "importance": 1.0, "severity": 1.0})
+    loss_weights: dict = field(
+        default_factory=lambda: {"quality": 1.0, "importance": 1.0, "severity": 1.0, "type": 0.5}
+    )

@@ -85,7 +85,7 @@ class SeagullRegionQualityOutput(ModelOutput):
     """Output of :class:`SeagullForRegionQuality`, one row per ROI.
 
     Args:
-        loss: weighted MSE (+ rank) loss when ``labels`` are given.
+        loss: the weighted loss when ``labels`` are given (``SeagullForRegionQuality._loss``).
         quality: ``(N_roi,)`` in [0, 1], higher is better.
         importance: ``(N_roi,)`` in [0, 1], higher = matters more to the whole image.
         severity: ``(N_roi, n_types)`` in [0, 1] per distortion type (``config.distortion_types``); 0 = absent.
@@ -229,6 +229,7 @@ class SeagullMaskFeatureExtractor(nn.Module):
     def __init__(self, config: SeagullConfig):
         super().__init__()
         e, d = config.mfe_hidden_size, config.token_size
+        self.roi_mask_mode = getattr(config, "roi_mask_mode", "any")
         self.level_projections = nn.ModuleList(nn.Linear(c, e) for c in config.vision_feature_channels)
         self.channel_key_projections = nn.ModuleList(nn.Linear(s * s, e) for s in config.feature_sizes)
         self.block = SeagullRegionBlock(config)
@@ -259,15 +260,16 @@ class SeagullMaskFeatureExtractor(nn.Module):
         roi_image_index: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``features``: one ``(N_img, C_l, h_l, w_l)`` map per level; ``roi_masks (N_roi, h_0, w_0)`` at the
-        finest level (any-coverage; max-pooled to coarser levels); ``roi_pixel_values (N_roi, 3, c, c)``;
+        finest level (``config.roi_mask_mode``: any-coverage, max-pooled to coarser levels; or area
+        fractions, average-pooled); ``roi_pixel_values (N_roi, 3, c, c)``;
         ``roi_image_index (N_roi,)``. Returns ``global, local`` of shape ``(N_roi, D)`` each."""
         pooled_sum = attended_sum = 0
-        masks = (roi_masks > 0).float()
+        area = self.roi_mask_mode == "area"
+        masks = roi_masks.float().clamp(0, 1) if area else (roi_masks > 0).float()
+        pool = F.adaptive_avg_pool2d if area else F.adaptive_max_pool2d
         for level, feat in enumerate(features):
             h, w = feat.shape[-2:]
-            level_masks = (
-                masks if masks.shape[-2:] == (h, w) else F.adaptive_max_pool2d(masks[:, None], (h, w))[:, 0]
-            )
+            level_masks = masks if masks.shape[-2:] == (h, w) else pool(masks[:, None], (h, w))[:, 0]
             queries = self.level_projections[level](self.mask_pool(feat, level_masks, roi_image_index))
             keys = self.channel_key_projections[level](feat.flatten(2))  # one key per channel: (N_img, C, E)
             pooled_sum = pooled_sum + queries
@@ -722,10 +724,11 @@ class SeagullForRegionQuality(SeagullPreTrainedModel):
         global_tokens, local_tokens = self.mask_extractor(
             features, roi_masks, roi_pixel_values, roi_image_index
         )
-        out = torch.sigmoid(self.head(torch.cat([global_tokens, local_tokens], -1)))
+        logits = self.head(torch.cat([global_tokens, local_tokens], -1))
+        out = torch.sigmoid(logits)
         loss = None
         if labels is not None:
-            loss = self._loss(out, labels.to(out.dtype), roi_image_index)
+            loss = self._loss(logits, labels.to(out.dtype))
         return SeagullRegionQualityOutput(
             loss=loss,
             quality=out[:, 0],
@@ -735,20 +738,34 @@ class SeagullForRegionQuality(SeagullPreTrainedModel):
             local_tokens=local_tokens,
         )
 
-    def _loss(self, pred: torch.Tensor, target: torch.Tensor, roi_image_index: torch.Tensor) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``config.loss_weights`` of: ``quality`` / ``importance`` (MSE of the sigmoid outputs), ``rank``
+        (pairwise hinge on quality and importance across the batch's ROIs), ``severity`` (binary cross-entropy
+        per type with the severity as soft target: unlike MSE it keeps a gradient for the few present types
+        among many absent ones) and ``type`` (cross-entropy over "clean" + the types, the severity logits
+        being the types' logits against a fixed 0 for "clean", so that the arg-max severity names the type).
+        NaN targets are unknown and left out."""
         w = self.config.loss_weights
+        pred = torch.sigmoid(logits)
         known = torch.isfinite(target)
         terms = []
-        for name, cols in (
-            ("quality", slice(0, 1)),
-            ("importance", slice(1, 2)),
-            ("severity", slice(2, None)),
-        ):
+        for name, col in (("quality", 0), ("importance", 1)):
             weight = float(w.get(name, 0.0))
-            m = known[:, cols]
+            m = known[:, col]
             if weight and m.any():
-                diff = (pred[:, cols] - torch.nan_to_num(target[:, cols]))[m]
-                terms.append(weight * diff.pow(2).mean())
+                terms.append(weight * (pred[m, col] - target[m, col]).pow(2).mean())
+        weight = float(w.get("severity", 0.0))
+        if weight and known[:, 2:].any():
+            m = known[:, 2:]
+            terms.append(weight * F.binary_cross_entropy_with_logits(logits[:, 2:][m], target[:, 2:][m]))
+        sev_known = known[:, 2:].all(1)  # the type needs every severity of the ROI
+        sev_logits, sev_target = logits[sev_known, 2:], target[sev_known, 2:]
+        weight = float(w.get("type", 0.0))
+        if weight and sev_known.any():
+            clean = sev_target.amax(1) <= 0
+            type_target = torch.where(clean, 0, sev_target.argmax(1) + 1)
+            type_logits = torch.cat([sev_logits.new_zeros(sev_logits.shape[0], 1), sev_logits], 1)
+            terms.append(weight * F.cross_entropy(type_logits, type_target))
         rank = float(w.get("rank", 0.0))
         if rank:
             for col in (0, 1):
@@ -758,7 +775,7 @@ class SeagullForRegionQuality(SeagullPreTrainedModel):
                     dp, dt = p[:, None] - p[None, :], t[:, None] - t[None, :]
                     terms.append(rank * F.relu(-dp * torch.sign(dt)).mean())
         if not terms:
-            return pred.sum() * 0.0
+            return logits.sum() * 0.0
         return torch.stack(terms).sum()
 
 

@@ -9,9 +9,10 @@ For each image the processor returns, as the reference preprocessing does (``dem
 
 * ``pixel_values`` ``(N_img, 3, S, S)``: the image squashed to ``S x S`` (512 in the paper), CLIP-normalised.
   An image with many ROIs appears ONCE: the vision tower encodes it once for all of them.
-* ``roi_masks`` ``(N_roi, S/s0, S/s0)`` float {0, 1}: each ROI at the resolution of the finest encoder level
-  (stride ``s0``; 128x128 in the paper); a cell is on if any pixel of the ROI falls in it, so no ROI can
-  vanish. The model max-pools it to the coarser levels.
+* ``roi_masks`` ``(N_roi, S/s0, S/s0)`` float: each ROI at the resolution of the finest encoder level
+  (stride ``s0``; 128x128 in the paper). ``roi_mask_mode="any"`` (the reference): a cell is 1 if any pixel
+  of the ROI falls in it, so no ROI can vanish; the model max-pools it to the coarser levels. ``"area"``:
+  the fraction of the cell inside the ROI; the model average-pools it.
 * ``roi_pixel_values`` ``(N_roi, 3, C, C)``: the ROI's bounding-box crop (the reference crops the image after
   resizing it to at most 512 px high) resized to ``C x C`` for the local token.
 * ``roi_image_index`` ``(N_roi,)``, ``roi_boxes`` ``(N_roi, 4)`` (pixels of the original image) and
@@ -70,6 +71,7 @@ PROCESSOR_SETTINGS = (
     "image_size",
     "local_crop_size",
     "crop_source_max_height",
+    "roi_mask_mode",
     "image_token",
     "global_token",
     "local_token",
@@ -267,21 +269,36 @@ def _cells(lo: int, hi: int, size: int, n: int) -> tuple[int, int, np.ndarray]:
     return c0, c1, np.concatenate([[0], starts]).astype(np.intp)
 
 
-def mask_to_grid(mask: np.ndarray, height: int, width: int, box: Sequence[int] | None = None) -> np.ndarray:
-    """``mask`` on a ``height x width`` grid: a cell is on if any of its pixels is (no ROI vanishes).
+def mask_to_grid(
+    mask: np.ndarray, height: int, width: int, box: Sequence[int] | None = None, mode: str = "any"
+) -> np.ndarray:
+    """``mask`` on a ``height x width`` grid. ``mode="any"``: a cell is on (1) if any of its pixels is (no ROI
+    vanishes; bool). ``mode="area"``: a cell holds the fraction of its pixels inside the ROI (float32 in
+    [0, 1]; a cell with any ROI pixel is > 0, so no ROI vanishes either).
 
     ``box``: the mask's bounding box ``[x0, y0, x1, y1]`` (``mask_box``) if known; only the pixels inside it
     are reduced (the cost grows with the ROI, not with the image)."""
+    if mode not in ("any", "area"):
+        raise ValueError(f"roi mask mode must be 'any' or 'area', got {mode!r}")
     mask = np.asarray(mask, dtype=bool)
     h, w = mask.shape
     if h < height or w < width or not mask.any():  # upsampling (tiny images): nearest on the whole mask
-        return _any_reduce(_any_reduce(mask, height, 0), width, 1)
+        grid = _any_reduce(_any_reduce(mask, height, 0), width, 1)
+        return grid.astype(np.float32) if mode == "area" else grid
     x0, y0, x1, y1 = mask_box(mask) if box is None else box
     r0, r1, row_starts = _cells(y0, y1, h, height)
     k0, k1, col_starts = _cells(x0, x1, w, width)
-    inner = np.logical_or.reduceat(mask[y0:y1, x0:x1], row_starts, axis=0)
-    grid = np.zeros((height, width), dtype=bool)
-    grid[r0:r1, k0:k1] = np.logical_or.reduceat(inner, col_starts, axis=1)
+    if mode == "any":
+        inner = np.logical_or.reduceat(mask[y0:y1, x0:x1], row_starts, axis=0)
+        grid = np.zeros((height, width), dtype=bool)
+        grid[r0:r1, k0:k1] = np.logical_or.reduceat(inner, col_starts, axis=1)
+        return grid
+    counts = np.add.reduceat(mask[y0:y1, x0:x1].astype(np.int64), row_starts, axis=0)
+    counts = np.add.reduceat(counts, col_starts, axis=1)
+    edges_r, edges_c = -(-np.arange(height + 1) * h // height), -(-np.arange(width + 1) * w // width)
+    cell_area = np.diff(edges_r)[r0:r1, None] * np.diff(edges_c)[None, k0:k1]
+    grid = np.zeros((height, width), dtype=np.float32)
+    grid[r0:r1, k0:k1] = counts / cell_area
     return grid
 
 
@@ -314,7 +331,8 @@ class SeagullProcessor(ProcessorMixin):
         image_processor: [`SeagullImageProcessor`] (or its PIL twin): square resize + CLIP normalisation.
         tokenizer: the LLM's tokenizer (``None`` for ``SeagullForRegionQuality``, which has no LLM).
         sam_image_processor: ``SamImageProcessor`` for point-prompt ROIs (with ``sam_model=`` at call time).
-        image_size, local_crop_size, crop_source_max_height, mask_stride: geometry (see [`SeagullConfig`]);
+        image_size, local_crop_size, crop_source_max_height, roi_mask_mode, mask_stride: geometry (see
+            [`SeagullConfig`]);
             ``mask_stride`` is the finest encoder level's stride.
         num_image_tokens: how many ``<image>`` tokens the prompt holds (the projector's token count).
         image_token / global_token / local_token, system_prompt, region_preamble, questions,
@@ -330,6 +348,7 @@ class SeagullProcessor(ProcessorMixin):
         image_size: int = 512,
         local_crop_size: int = 512,
         crop_source_max_height: int | None = 512,
+        roi_mask_mode: str = "any",
         mask_stride: int = 4,
         num_image_tokens: int = 1024,
         image_token: str = "<image>",
@@ -349,6 +368,9 @@ class SeagullProcessor(ProcessorMixin):
         self.local_crop_size = int(local_crop_size)
         self.crop_source_max_height = None if crop_source_max_height is None else int(crop_source_max_height)
         self.mask_stride = int(mask_stride)
+        if roi_mask_mode not in ("any", "area"):
+            raise ValueError(f"roi_mask_mode must be 'any' or 'area', got {roi_mask_mode!r}")
+        self.roi_mask_mode = roi_mask_mode
         self.num_image_tokens = int(num_image_tokens)
         self.image_token, self.global_token, self.local_token = image_token, global_token, local_token
         self.system_prompt = system_prompt
@@ -514,7 +536,7 @@ class SeagullProcessor(ProcessorMixin):
                 if mask is None:
                     continue
                 box = mask_box(mask)
-                roi_masks.append(mask_to_grid(mask, grid, grid, box))
+                roi_masks.append(mask_to_grid(mask, grid, grid, box, self.roi_mask_mode))
                 crops.append(self._crop(source, scale, box))
                 roi_image.append(i)
                 roi_input_index.append(j)

@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import random_image, run_remote_script
 from model_tester_mixin import ModelTesterMixin
 from seagull_testing import tiny_region_config
@@ -242,6 +243,37 @@ class TestSeagullForRegionQuality(ModelTesterMixin):
         for t in (out.quality, out.importance, out.severity):
             assert float(t.min()) >= 0 and float(t.max()) <= 1
         assert torch.isfinite(out.loss)
+
+    def test_loss_terms(self):
+        """The type term is cross-entropy over clean + types on the severity logits (arg-max severity = type);
+        the severity term is per-type binary cross-entropy; NaN targets drop out of both."""
+        model = self.make_model()
+        n_types = len(model.config.distortion_types)
+        logits = torch.randn(4, 2 + n_types, generator=torch.Generator().manual_seed(1))
+        target = torch.zeros(4, 2 + n_types)
+        target[:, :2] = 0.5
+        target[1, 2 + 3] = 0.8  # ROI 1: type 3; ROI 2: type 0; ROIs 0 and 3 clean
+        target[2, 2 + 0] = 0.4
+        model.config.loss_weights = {"type": 1.0}
+        expected = F.cross_entropy(
+            torch.cat([torch.zeros(4, 1), logits[:, 2:]], 1), torch.tensor([0, 4, 1, 0])
+        )
+        torch.testing.assert_close(model._loss(logits, target), expected)
+        model.config.loss_weights = {"severity": 1.0}
+        torch.testing.assert_close(
+            model._loss(logits, target), F.binary_cross_entropy_with_logits(logits[:, 2:], target[:, 2:])
+        )
+        target[0, 2] = float("nan")  # unknown: left out of the severity term, and ROI 0 out of the type term
+        m = torch.isfinite(target[:, 2:])
+        torch.testing.assert_close(
+            model._loss(logits, target),
+            F.binary_cross_entropy_with_logits(logits[:, 2:][m], target[:, 2:][m]),
+        )
+        model.config.loss_weights = {"type": 1.0}
+        torch.testing.assert_close(
+            model._loss(logits, target),
+            F.cross_entropy(torch.cat([torch.zeros(3, 1), logits[1:, 2:]], 1), torch.tensor([4, 1, 0])),
+        )
 
 
 def test_auto_classes(tmp_path, tiny):

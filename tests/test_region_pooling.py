@@ -25,6 +25,31 @@ def test_grid_over_the_box_equals_the_whole_image_reduction():
             np.testing.assert_array_equal(mask_to_grid(mask, gh, gw, mask_box(mask)), full)
 
 
+def test_area_grid_is_the_fraction_of_each_cell_inside_the_roi():
+    rng = np.random.RandomState(1)
+    for _ in range(200):
+        h, w = rng.randint(8, 120, 2)
+        gh, gw = rng.randint(1, 8), rng.randint(1, 8)
+        y0, x0 = rng.randint(0, h), rng.randint(0, w)
+        y1, x1 = rng.randint(y0 + 1, h + 1), rng.randint(x0 + 1, w + 1)
+        mask = np.zeros((h, w), bool)
+        mask[y0:y1, x0:x1] = rng.rand(y1 - y0, x1 - x0) < rng.choice([0.05, 0.5, 1.0])
+        if not mask.any():
+            continue
+        rows, cols = -(-np.arange(gh + 1) * h // gh), -(-np.arange(gw + 1) * w // gw)
+        expected = np.array(
+            [
+                [mask[rows[r] : rows[r + 1], cols[c] : cols[c + 1]].mean() for c in range(gw)]
+                for r in range(gh)
+            ]
+        )
+        area = mask_to_grid(mask, gh, gw, mode="area")
+        np.testing.assert_allclose(area, expected, rtol=1e-6)
+        np.testing.assert_array_equal(area > 0, mask_to_grid(mask, gh, gw))  # same support as "any"
+    with pytest.raises(ValueError, match="'any' or 'area'"):
+        mask_to_grid(mask, 4, 4, mode="soft")
+
+
 @pytest.mark.parametrize("n_images", [1, 3])
 def test_mask_pool_is_the_masked_mean_of_each_rois_own_image(n_images):
     torch.manual_seed(0)
