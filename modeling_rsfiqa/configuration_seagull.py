@@ -237,7 +237,8 @@ class SeagullConfig(PreTrainedConfig):
 class SeagullRegionConfig(SeagullConfig):
     r"""Configuration of ``SeagullForRegionQuality``: the SEAGULL processor + vision tower + MFE with heads
     (no LLM). The global and local tokens (``region_embed_size``) are concatenated and fed to an MLP
-    (``head_hidden_size``, ``head_dropout``) with three outputs: quality (0..1, higher is better), importance
+    (``head_hidden_size``, ``head_dropout``; ``head_roi_area``: the log of the ROI's area fraction is added to
+    its input through a linear map) with three outputs: quality (0..1, higher is better), importance
     (0..1) and a severity per distortion type (0..1; 0 = absent). Targets: ``labels`` ``(N_roi, 2 + T)``
     on the same scales; ``loss_weights`` weigh the terms: ``quality`` / ``importance`` (MSE), ``severity``
     (per-type binary cross-entropy), ``type`` (cross-entropy over clean + types on the severity logits) and
@@ -250,7 +251,7 @@ class SeagullRegionConfig(SeagullConfig):
     vision_out_indices: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     vision_feature_channels: list[int] = field(default_factory=lambda: [24, 32, 96, 320])
     vision_feature_strides: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
-    image_size: int = 256
+    image_size: int = 384
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     mfe_hidden_size: int = 128
@@ -264,6 +265,7 @@ class SeagullRegionConfig(SeagullConfig):
     vision_frozen: bool = True
     head_hidden_size: int = 128
     head_dropout: float = 0.1
+    head_roi_area: bool = True
     loss_weights: dict = field(
-        default_factory=lambda: {"quality": 1.0, "importance": 1.0, "severity": 1.0, "type": 0.5}
+        default_factory=lambda: {"quality": 1.0, "importance": 1.0, "severity": 1.0, "type": 0.5, "rank": 0.5}
     )

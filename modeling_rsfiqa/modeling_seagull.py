@@ -680,6 +680,10 @@ class SeagullForRegionQuality(SeagullPreTrainedModel):
             nn.Dropout(config.head_dropout),
             nn.Linear(config.head_hidden_size, n_out),
         )
+        # the ROI's size as an input of the heads (log of its area fraction, from roi_masks): mask pooling
+        # averages it away, and importance depends on it (SEAGULL-100w's importance: the whole image with only
+        # the ROI distorted vs the reference)
+        self.area_proj = nn.Linear(1, 2 * d) if config.head_roi_area else None
         self._foreign_module_ids = {id(m) for m in self.vision_tower.modules()}
         self._vision_frozen = bool(config.vision_frozen)
         self.post_init()
@@ -724,7 +728,11 @@ class SeagullForRegionQuality(SeagullPreTrainedModel):
         global_tokens, local_tokens = self.mask_extractor(
             features, roi_masks, roi_pixel_values, roi_image_index
         )
-        logits = self.head(torch.cat([global_tokens, local_tokens], -1))
+        tokens = torch.cat([global_tokens, local_tokens], -1)
+        if self.area_proj is not None:
+            area = roi_masks.flatten(1).float().clamp(0, 1).mean(1, keepdim=True)  # fraction of the image
+            tokens = tokens + self.area_proj(torch.log(area.clamp(min=1e-4)).to(tokens.dtype))
+        logits = self.head(tokens)
         out = torch.sigmoid(logits)
         loss = None
         if labels is not None:
