@@ -1,11 +1,14 @@
 """Train the small shipped Q-CLIP video model (``qclip-mobile``) on synthetic + CLIVE clips, on a CPU.
 
     python datasets_scripts/video_clips.py synthetic --out ../cache/clips/syn --max-side 160 --fps 8 \\
-        --duration 1.0 --preset veryfast --limit 20 --no-stutter
+        --duration 1.0 --preset veryfast --limit 60 --no-stutter
     python datasets_scripts/video_clips.py clive --out ../cache/clips/clive --max-side 160 --fps 8 \\
         --duration 1.0 --preset veryfast --limit 200
     python examples/train_qclip_mobile.py --synthetic ../cache/clips/syn --clive ../cache/clips/clive \\
-        --out modeling_rsfiqa/default_qclip
+        --out outputs/qclip-mobile --threads 1 --epochs 8 --time-budget 1500 --holdout-photos 5 \\
+        --photos-per-batch 2 --group-rank-weight 1.0 --val-limit 20 --adapted-stage 4
+
+(the shipped ``modeling_rsfiqa/default_qclip``; its card lists what each option changed.)
 
 Vision: the frozen ImageNet MobileNetV2; text: a frozen RANDOM CLIP text tower (no pretrained text weights
 offline); only Q-CLIP's adapters, context vectors and w train (PLCC + 0.3 rank, AdamW, warm-up + cosine).
