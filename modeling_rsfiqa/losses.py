@@ -2,7 +2,8 @@
 
 The PLCC loss is ``(1 - PLCC) / 2`` on the batch (as in Li et al., "Norm-in-Norm", and Q-CLIP);
 the rank loss is the pairwise margin-ranking hinge used by many NR-IQA papers (e.g. LIQE, Q-CLIP):
-for every pair whose human scores differ, the predicted order should agree.
+for every pair whose human scores differ, the predicted order should agree. ``pair_mask`` restricts it to
+comparable pairs, e.g. the levels of one distortion applied to one source (a within-content severity rank).
 """
 
 from __future__ import annotations
@@ -25,14 +26,24 @@ def plcc_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> to
     return (1.0 - rho) / 2.0
 
 
-def rank_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
-    """Mean pairwise hinge ``relu(margin - sign(t_i - t_j) * (p_i - p_j))`` over pairs with ``t_i != t_j``."""
+def rank_loss(
+    pred: torch.Tensor, target: torch.Tensor, margin: float = 0.0, pair_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean pairwise hinge ``relu(margin - sign(t_i - t_j) * (p_i - p_j))`` over pairs with ``t_i != t_j``.
+
+    ``pair_mask``: optional ``(N, N)`` boolean; only pairs ``(i, j)`` where it is True count (e.g. the same
+    source photo and distortion type, so that only the severity order within a content is ranked).
+    """
     pred, target = pred.flatten().float(), target.flatten().float()
     if pred.numel() < 2:
         return pred.sum() * 0.0
     dp = pred[:, None] - pred[None, :]
     dt = torch.sign(target[:, None] - target[None, :])
     valid = dt != 0
+    if pair_mask is not None:
+        if pair_mask.shape != dt.shape:
+            raise ValueError(f"pair_mask must have shape {tuple(dt.shape)}, got {tuple(pair_mask.shape)}")
+        valid = valid & pair_mask.to(device=valid.device, dtype=torch.bool)
     if not valid.any():
         return pred.sum() * 0.0
     return F.relu(margin - dt * dp)[valid].mean()

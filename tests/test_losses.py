@@ -47,3 +47,19 @@ def test_quality_loss_is_differentiable():
     pred = torch.tensor([1.5, 1.0, 3.0, 4.5, 4.0], requires_grad=True)
     quality_loss(pred, TARGET, {"l1": 1.0, "plcc": 1.0, "rank": 1.0}).backward()
     assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_rank_loss_pair_mask_counts_only_the_masked_pairs():
+    # two groups {0, 1} and {2, 3}: each ordered within itself, but group 2 sits below group 1 overall
+    pred = torch.tensor([1.0, 2.0, -1.0, 0.0])
+    target = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    group = torch.tensor([0, 0, 1, 1])
+    mask = group[:, None] == group[None, :]
+    assert rank_loss(pred, target).item() > 0.0
+    assert rank_loss(pred, target, pair_mask=mask).item() == 0.0
+    # a mis-ordered pair inside a group: the mean runs over the 4 masked ordered pairs (both directions)
+    swapped = torch.tensor([2.0, 1.0, -1.0, 0.0])
+    assert rank_loss(swapped, target, pair_mask=mask).item() == pytest.approx(2 * 1.0 / 4)
+    assert rank_loss(pred, target, pair_mask=torch.zeros(4, 4, dtype=torch.bool)).item() == 0.0
+    with pytest.raises(ValueError, match="pair_mask"):
+        rank_loss(pred, target, pair_mask=mask[:3, :3])
