@@ -162,8 +162,10 @@ from .pipeline_seagull import RegionQualityPipeline  # noqa: E402
 
 __all__ += ["RegionQualityPipeline"]
 
-# no shipped default yet (the trained small ROI model did not reach the targets; see DEFAULT_SEAGULL_DIR):
-# pipeline("region-quality", model=FOLDER)
 PIPELINE_REGISTRY.register_pipeline(
-    "region-quality", pipeline_class=RegionQualityPipeline, pt_model=AutoModel, type="multimodal"
+    "region-quality",
+    pipeline_class=RegionQualityPipeline,
+    pt_model=AutoModel,
+    default={"model": (str(DEFAULT_SEAGULL_DIR), None)},
+    type="multimodal",
 )
