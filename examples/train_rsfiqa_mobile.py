@@ -641,11 +641,13 @@ def main(argv=None) -> None:
     t1 = time.time()
     trainer.train(resume_from_checkpoint=args.resume or None)
     train_seconds = time.time() - t1
+    # the last epoch's figures (no choice made on the validation split), read BEFORE the final evaluate(),
+    # which appends the kept (best) epoch's figures to the log history
+    last = [h for h in trainer.state.log_history if "eval_srcc" in h]
     metrics = trainer.evaluate() if val_ds else {}
     metrics = {k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, float)}
     if val_ds is not None:
-        # the last epoch's figures (no choice made on the validation split) and flip averaging at test time
-        last = [h for h in trainer.state.log_history if "eval_srcc" in h]
+        # ... and flip averaging at test time
         if last:
             metrics["last_epoch_srcc"], metrics["last_epoch_plcc"] = (
                 last[-1]["eval_srcc"],
