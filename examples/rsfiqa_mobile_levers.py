@@ -103,8 +103,9 @@ def run(name: str, seeds: list[int], recipe_args: list[str]) -> None:
         print(json.dumps(row))
 
 
-def table() -> str:
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line]
+def table(results: Path = RESULTS) -> str:
+    """Mean +- sd over split seeds per lever (Markdown), with the recipe options that define each lever."""
+    rows = [json.loads(line) for line in Path(results).read_text().splitlines() if line]
     levers = list(dict.fromkeys(r["lever"] for r in rows))
 
     def cell(values: list[float]) -> str:
@@ -115,8 +116,9 @@ def table() -> str:
         return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
     lines = [
-        "| lever | seeds | SRCC last | PLCC last | SRCC best | PLCC best | SRCC flip-TTA | PLCC flip-TTA | ms/image (1 thread CPU) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| lever | seeds | SRCC last | PLCC last | SRCC best | PLCC best | SRCC flip-TTA | PLCC flip-TTA "
+        "| ms/image (1 thread CPU) | recipe options |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for lever in levers:
         rs = [r for r in rows if r["lever"] == lever]
@@ -127,7 +129,8 @@ def table() -> str:
         )
         speed = f"{statistics.median(ms):.0f}" if ms else "-"
         seeds = ",".join(str(r["split_seed"]) for r in rs)
-        lines.append(f"| {lever} | {seeds} | {metrics} | {speed} |")
+        options = " ".join(rs[0]["args"]) or "(the shipped recipe)"
+        lines.append(f"| {lever} | {seeds} | {metrics} | {speed} | `{options}` |")
     return "\n".join(lines)
 
 
@@ -144,12 +147,13 @@ def main(argv=None) -> None:
     r = sub.add_parser("run")
     r.add_argument("name")
     r.add_argument("--seeds", default="0,1,2,3,4")
-    sub.add_parser("table")
+    t = sub.add_parser("table")
+    t.add_argument("--results", default=str(RESULTS), help="a results.jsonl (default: outputs/levers)")
     args = parser.parse_args(argv)
     if args.cmd == "run":
         run(args.name, [int(s) for s in args.seeds.split(",")], recipe_args)
     else:
-        print(table())
+        print(table(Path(args.results)))
 
 
 if __name__ == "__main__":

@@ -26,9 +26,12 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import importlib.util
 import json
 import math
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +47,8 @@ from modeling_rsfiqa.quality_metrics import compute_iqa_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+#: lever runs over 5 validation splits (examples/rsfiqa_mobile_levers.py), committed; the card's accuracy table
+LEVERS_RESULTS = ROOT / "docs" / "rsfiqa_mobile_levers.jsonl"
 # common capture/processing distortions; colour and brightness edits are left out (their "quality" is taste)
 SYNTHETIC_DISTORTIONS = (
     "gaussian_blur",
@@ -122,6 +127,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in output_dir")
     p.add_argument("--ship", action="store_true", help="copy the result into modeling_rsfiqa/default_model")
+    p.add_argument(
+        "--card_only",
+        default=None,
+        metavar="DIR",
+        help="only (re)write DIR/README.md from DIR/training_summary.json and the committed lever results; exit",
+    )
     p.add_argument(
         "--reference_only",
         default=None,
@@ -424,6 +435,19 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     return compute_iqa_metrics(np.asarray(preds).reshape(-1), np.asarray(eval_pred.label_ids).reshape(-1))
 
 
+def levers_section() -> str:
+    """The card's table of recipe changes measured over 5 validation splits (``LEVERS_RESULTS``, written by
+    ``examples/rsfiqa_mobile_levers.py``), or a note when none are recorded."""
+    if not LEVERS_RESULTS.is_file():
+        return "No recipe changes measured over several splits yet (`examples/rsfiqa_mobile_levers.py`)."
+    spec = importlib.util.spec_from_file_location(
+        "rsfiqa_mobile_levers", ROOT / "examples" / "rsfiqa_mobile_levers.py"
+    )
+    levers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(levers)
+    return levers.table(LEVERS_RESULTS)
+
+
 def write_model_card(out: Path, metrics: dict, info: dict) -> None:
     keys = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "synthetic_order_acc")
     rows = "\n".join(f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics)
@@ -436,7 +460,15 @@ def write_model_card(out: Path, metrics: dict, info: dict) -> None:
         else "No validation split (--full): no pipeline figures."
     )
     card = (ROOT / "examples" / "rsfiqa_mobile_card.md").read_text()
-    card = card.format(metrics_table=rows, pipeline_line=pipeline_line, **info)
+    info = {"split_seed": 0, "select_best": 1, "synthetic_sets": "cbsd68", **info}
+    selection = "best epoch by validation SRCC" if info["select_best"] else "the last epoch (no selection)"
+    card = card.format(
+        metrics_table=rows,
+        pipeline_line=pipeline_line,
+        levers_table=levers_section(),
+        selection=selection,
+        **info,
+    )
     (out / "README.md").write_text(card)
 
 
@@ -473,6 +505,13 @@ def main(argv=None) -> None:
     if args.reference_only:
         print(record_reference(Path(args.reference_only)))
         return
+    if args.card_only:
+        summary = json.loads((Path(args.card_only) / "training_summary.json").read_text())
+        write_model_card(Path(args.card_only), summary.pop("metrics"), summary)
+        return
+    command = shlex.join(
+        ["python", "examples/train_rsfiqa_mobile.py", *(sys.argv[1:] if argv is None else argv)]
+    )
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.output_dir)
@@ -602,11 +641,13 @@ def main(argv=None) -> None:
     t1 = time.time()
     trainer.train(resume_from_checkpoint=args.resume or None)
     train_seconds = time.time() - t1
+    # the last epoch's figures (no choice made on the validation split), read BEFORE the final evaluate(),
+    # which appends the kept (best) epoch's figures to the log history
+    last = [h for h in trainer.state.log_history if "eval_srcc" in h]
     metrics = trainer.evaluate() if val_ds else {}
     metrics = {k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, float)}
     if val_ds is not None:
-        # the last epoch's figures (no choice made on the validation split) and flip averaging at test time
-        last = [h for h in trainer.state.log_history if "eval_srcc" in h]
+        # ... and flip averaging at test time
         if last:
             metrics["last_epoch_srcc"], metrics["last_epoch_plcc"] = (
                 last[-1]["eval_srcc"],
@@ -649,7 +690,7 @@ def main(argv=None) -> None:
         "select_best": args.select_best,
         "synthetic_sets": args.synthetic_sets,
         "config_overrides": overrides,
-        "command": "python examples/train_rsfiqa_mobile.py --output_dir outputs/rsfiqa-mobile --ship",
+        "command": command,
     }
     if len(val_idx) and not args.skip_pipeline_validation:
         info["pipeline_validation"] = pipeline_validation(final, [files[i] for i in val_idx], mos[val_idx])
