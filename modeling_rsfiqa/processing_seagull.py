@@ -269,6 +269,12 @@ def _cells(lo: int, hi: int, size: int, n: int) -> tuple[int, int, np.ndarray]:
     return c0, c1, np.concatenate([[0], starts]).astype(np.intp)
 
 
+def _check_roi_mask_mode(mode: str) -> str:
+    if mode not in ("any", "area"):
+        raise ValueError(f"roi mask mode must be 'any' or 'area', got {mode!r}")
+    return mode
+
+
 def mask_to_grid(
     mask: np.ndarray, height: int, width: int, box: Sequence[int] | None = None, mode: str = "any"
 ) -> np.ndarray:
@@ -278,8 +284,7 @@ def mask_to_grid(
 
     ``box``: the mask's bounding box ``[x0, y0, x1, y1]`` (``mask_box``) if known; only the pixels inside it
     are reduced (the cost grows with the ROI, not with the image)."""
-    if mode not in ("any", "area"):
-        raise ValueError(f"roi mask mode must be 'any' or 'area', got {mode!r}")
+    _check_roi_mask_mode(mode)
     mask = np.asarray(mask, dtype=bool)
     h, w = mask.shape
     if h < height or w < width or not mask.any():  # upsampling (tiny images): nearest on the whole mask
@@ -368,9 +373,7 @@ class SeagullProcessor(ProcessorMixin):
         self.local_crop_size = int(local_crop_size)
         self.crop_source_max_height = None if crop_source_max_height is None else int(crop_source_max_height)
         self.mask_stride = int(mask_stride)
-        if roi_mask_mode not in ("any", "area"):
-            raise ValueError(f"roi_mask_mode must be 'any' or 'area', got {roi_mask_mode!r}")
-        self.roi_mask_mode = roi_mask_mode
+        self.roi_mask_mode = _check_roi_mask_mode(roi_mask_mode)
         self.num_image_tokens = int(num_image_tokens)
         self.image_token, self.global_token, self.local_token = image_token, global_token, local_token
         self.system_prompt = system_prompt
@@ -650,6 +653,7 @@ class SeagullRegionProcessor(SeagullProcessor):
         image_size: int = 512,
         local_crop_size: int = 512,
         crop_source_max_height: int | None = 512,
+        roi_mask_mode: str = "any",
         mask_stride: int = 4,
         num_image_tokens: int = 1024,
         image_token: str = "<image>",

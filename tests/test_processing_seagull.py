@@ -207,6 +207,23 @@ def test_processor_save_load_round_trip(processor, tmp_path):
     assert loaded.questions == processor.questions and loaded.num_image_tokens == processor.num_image_tokens
 
 
+def test_region_processor_save_load_keeps_every_setting(tmp_path):
+    """The region processor names its settings (ProcessorMixin loads only named ones): none may fall back to
+    its default on load, e.g. roi_mask_mode (area masks trained, any-coverage masks served)."""
+    from seagull_testing import tiny_region_config
+
+    from modeling_rsfiqa.processing_seagull import PROCESSOR_SETTINGS, SeagullRegionProcessor
+
+    config = tiny_region_config(roi_mask_mode="area")
+    processor = SeagullProcessor.from_model_config(config)
+    processor.save_pretrained(tmp_path)
+    loaded = SeagullRegionProcessor.from_pretrained(tmp_path)
+    for name in (*PROCESSOR_SETTINGS, "mask_stride", "num_image_tokens"):
+        assert getattr(loaded, name) == getattr(processor, name), name
+    image, rois = random_image(H, W), [[0, 0, 10, 10], _blob()]
+    torch.testing.assert_close(loaded(image, rois)["roi_masks"], processor(image, rois)["roi_masks"])
+
+
 def test_presets():
     assert {"seagull-tiny", "seagull-7b"} <= set(list_presets("seagull"))
     assert "seagull-7b" not in list_presets("rsfiqa")
