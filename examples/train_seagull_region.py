@@ -18,7 +18,8 @@ A batch holds every ROI of its images (``training_seagull.SeagullRegionCollator`
 importance and the per-type severities on [0, 1]. With the frozen tower, each training image is encoded once
 (``VisionFeatureCache``, in memory; ``--cache_vision_features False`` to run the tower every step).
 
-After training: the held-out properties of issue #9 (``roi_synthesis.roi_property_figures``: severity order of
+After training: the held-out properties of issue #9 on the controlled sweeps of ``--sweep_dir``
+(``datasets_scripts/seagull_sweeps.py``: one factor changes per series; ``roi_synthesis.roi_sweep_figures``) and (``roi_synthesis.roi_property_figures``: severity order of
 ROI quality, distortion-type top-1 at levels 4-5, importance vs severity and vs area) for the model and for the
 labels themselves, in ``eval_results.json``; the model + processor in ``--output_dir`` with a model card
 ``README.md``; ``--push_to_hub --hub_model_id ORG/NAME`` uploads them (as ``examples/train.py`` does).
@@ -77,6 +78,12 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training rows"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "use the first N validation rows"})
+    sweep_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "controlled held-out ROI sweeps (datasets_scripts/seagull_sweeps.py output) to evaluate on too"
+        },
+    )
     eval_batch_size: int = field(default=8, metadata={"help": "images per batch of the held-out evaluation"})
     torch_threads: int = field(default=2, metadata={"help": "torch.set_num_threads (0: leave as is)"})
     cache_vision_features: bool = field(
@@ -164,6 +171,26 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.save_metrics("eval", metrics)
         trainer.model_card_info.update(card, evaluation=figures, label_figures=label_figures)
         results["eval"] = metrics
+        print(json.dumps(metrics, indent=2))
+    if data_args.sweep_dir:
+        from modeling_rsfiqa.roi_synthesis import roi_sweep_figures
+
+        sweeps = load_roi_dataset(data_args.sweep_dir, "sweep")
+        with torch.inference_mode():
+            records = predict_roi_rows(
+                trainer.model, processor, sweeps, batch_size=data_args.eval_batch_size, progress=True
+            )
+        sweep_figures = roi_sweep_figures(records)
+        sweep_labels = roi_sweep_figures(records, prefix="")
+        metrics = {f"sweep_{k}": v for k, v in sweep_figures.items()}
+        metrics.update({f"sweep_labels_{k}": v for k, v in sweep_labels.items()})
+        trainer.save_metrics("sweep", metrics)
+        trainer.model_card_info.update(
+            sweep_evaluation=sweep_figures,
+            sweep_label_figures=sweep_labels,
+            sweep_dataset=f"{data_args.sweep_dir} ({len(sweeps)} images)",
+        )
+        results["sweep"] = metrics
         print(json.dumps(metrics, indent=2))
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)

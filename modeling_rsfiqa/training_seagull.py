@@ -521,6 +521,10 @@ def predict_roi_rows(
                         "pred_quality": float(out.quality[k]) * 100.0,
                         "pred_importance": float(out.importance[k]) * 100.0,
                         "pred_severity": [float(v) for v in out.severity[k]],
+                        # controlled sweeps (datasets_scripts/seagull_sweeps.py): what the distorted ROI's
+                        # series holds fixed; None for other datasets and for clean ROIs
+                        "sweep": row.get("sweep") if i == 0 else None,
+                        "group": row.get("group") if i == 0 else None,
                     }
                 )
                 k += 1
@@ -566,12 +570,35 @@ def seagull_region_model_card_text(model: Any, args: Any = None, **info: Any) ->
             f"lr {getattr(args, 'learning_rate', '?')}, seed {getattr(args, 'seed', '?')}"
         )
     lines += ["", "## Evaluation (held-out synthetic ROIs)", ""]
+    sweep, sweep_labels = info.get("sweep_evaluation"), info.get("sweep_label_figures") or {}
+    if sweep:
+        lines += [
+            f"Controlled sweeps, {info.get('sweep_dataset', '')}: each series changes ONE factor of one ROI "
+            "of one photo (the level, or the area of nested ROIs) and holds the rest fixed "
+            f"({sweep['n_severity_rois']} ROIs in severity series, {sweep['n_area_rois']} in area series). "
+            "Pair fractions count ties as wrong.",
+            "",
+            "| property | model | labels | target |",
+            "|---|---|---|---|",
+        ]
+        for text, key, target in (
+            ("severity order of ROI quality (same ROI, levels 1-5)", "severity_order", ">= 0.85"),
+            ("importance grows with severity (same ROI)", "importance_vs_severity", ">= 0.85"),
+            ("importance grows with area (nested ROIs, same level)", "importance_vs_area", ">= 0.85"),
+            *((f"severity order, {t}", f"severity_order_{t}", "-") for t in config.distortion_types),
+        ):
+            if key in sweep:
+                lab = sweep_labels.get(key)
+                lab_text = f"{lab:.3f}" if isinstance(lab, float) else "-"
+                lines.append(f"| {text} | {sweep[key]:.3f} | {lab_text} | {target} |")
+        lines.append("")
     evaluation, labels = info.get("evaluation"), info.get("label_figures") or {}
     if evaluation:
         lines += [
-            f"{info.get('eval_dataset', 'validation split')}: {evaluation['n_rois']} ROIs, "
-            f"{evaluation['n_distorted_rois']} distorted. Pair fractions count ties as wrong; the labels' own "
-            "fraction (the full-reference metric) is the ceiling for the quality / importance orderings.",
+            f"Random ROIs, {info.get('eval_dataset', 'validation split')}: {evaluation['n_rois']} ROIs, "
+            f"{evaluation['n_distorted_rois']} distorted. Pairs are taken ACROSS photos, ROIs and sizes, so "
+            "even the labels do not order all of them; the labels' own fraction (the full-reference metric) "
+            "is the ceiling for the quality / importance orderings. Ties count as wrong.",
             "",
             "| property | model | labels | target |",
             "|---|---|---|---|",

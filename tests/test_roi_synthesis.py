@@ -319,3 +319,95 @@ def test_cli_entry_point(pristine, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "wrote" in printed and '"train": 2' in printed
     assert os.path.isfile(out / "data" / "validation-00000-of-00001.parquet")
+
+
+# --------------------------------------------------------------------------- controlled sweeps
+
+
+@pytest.mark.parametrize("kind", ["box", "blob"])
+def test_nested_rois_are_nested_and_grow(kind):
+    rng = np.random.default_rng(3)
+    areas = (0.05, 0.12, 0.3)
+    rois = rs.nested_rois((192, 256), rng, areas, kind=kind, min_side=16)
+    assert rois is not None and [r.shape for r in rois] == [kind] * 3
+    for small, large in zip(rois, rois[1:]):
+        assert not (small.mask & ~large.mask).any()  # inside the next one
+        assert large.area > 1.5 * small.area
+    if kind == "box":
+        for roi, area in zip(rois, areas):
+            assert roi.area == pytest.approx(area, rel=0.1)
+    assert rs.nested_rois((64, 64), rng, (0.01, 0.5), min_side=32) is None  # the smallest is too small
+    with pytest.raises(ValueError, match="fractions"):
+        rs.nested_rois((64, 64), rng, (0.0, 0.5))
+
+
+def test_sweep_samples_change_one_factor(photo):
+    rng = np.random.default_rng(1)
+    roi = _center_box(photo, 56)
+    clean = [rs.Roi(rs.box_mask(photo.shape[:2], (2, 2, 30, 30)), (2, 2, 30, 30), "box")]
+    series = rs.sweep_roi_samples(photo, "blur", "gaussian_blur", [roi], [1, 2, 3, 4, 5], seed=7, clean=clean)
+    assert [s.level for s in series] == [1, 2, 3, 4, 5]
+    quality = [s.rois[0].quality for s in series]
+    importance = [s.rois[0].importance for s in series]
+    assert quality == sorted(quality, reverse=True) and importance == sorted(importance)
+    for s in series:  # the same ROI and clean ROIs, only the ROI changed
+        assert s.rois[0].roi is roi and [r.roi for r in s.rois[1:]] == clean and s.rois[1].quality == 100
+        np.testing.assert_array_equal(s.image[~roi.mask], photo[~roi.mask])
+    rois = rs.nested_rois(photo.shape[:2], rng, (0.08, 0.2, 0.45), kind="box", min_side=16)
+    series = rs.sweep_roi_samples(photo, "noise", "white_noise", rois, [4], seed=7)
+    importance = [s.rois[0].importance for s in series]
+    assert importance == sorted(importance) and len(set(importance)) == 3
+    with pytest.raises(ValueError, match="not an implementation"):
+        rs.sweep_roi_samples(photo, "blur", "jpeg", [roi], [1], seed=0)
+
+
+def test_sweep_figures_by_hand():
+    # one severity series (levels 1..3): quality 90, 70, 80 -> pairs (1,2) ok, (1,3) ok, (2,3) wrong
+    # importance 10, 20, 30 -> all right; one area series (areas .1 < .3): importance 5 > 4 -> wrong
+    records = [
+        {"sweep": "severity", "group": "g", "distortion": "blur", "level": lv, "area": 0.1,
+         "quality": 100.0 - 10 * lv, "importance": 10.0 * lv, "pred_quality": q, "pred_importance": 10.0 * lv}
+        for lv, q in ((1, 90.0), (2, 70.0), (3, 80.0))
+    ] + [
+        {"sweep": "area", "group": "a", "distortion": "noise", "level": 4, "area": a,
+         "quality": 50.0, "importance": 10 * a, "pred_quality": 50.0, "pred_importance": imp}
+        for a, imp in ((0.1, 5.0), (0.3, 4.0))
+    ] + [{"sweep": None, "group": None, "distortion": None, "level": 0, "area": 0.1}]  # fmt: skip
+    model = rs.roi_sweep_figures(records)
+    assert model["severity_order"] == pytest.approx(2 / 3) and model["severity_order_pairs"] == 3
+    assert model["importance_vs_severity"] == 1.0 and model["severity_order_blur"] == pytest.approx(2 / 3)
+    assert model["importance_vs_area"] == 0.0 and model["importance_vs_area_pairs"] == 1
+    labels = rs.roi_sweep_figures(records, prefix="")
+    assert labels["severity_order"] == labels["importance_vs_area"] == 1.0
+    with pytest.raises(ValueError, match="no sweep records"):
+        rs.roi_sweep_figures(records[-1:])
+
+
+def test_sweep_builder_resumes_and_labels_order(pristine, tmp_path):
+    from datasets_scripts import seagull_sweeps as sw
+
+    kwargs = dict(max_side=None, severity_rois=1, area_sweeps=1, areas=(0.15, 0.3, 0.5), progress=False)
+    out = tmp_path / "sweeps"
+    meta = sw.build_roi_sweeps(pristine, out, **kwargs)
+    assert meta["status"] == "complete" and meta["num_rows"] == 2 * 6 * (5 + 3)
+    rows = rs.load_roi_dataset(out, "sweep", cache_dir=str(tmp_path / "hf"))
+    assert set(rows["sweep"]) == {"severity", "area"} and len(set(rows["group"])) == 2 * 6 * 2
+    first = next(r for r in rows if r["sweep"] == "severity")
+    assert first["distortion"] in rs.SEAGULL_DISTORTION_TYPES and len(first["rois"]) >= 2
+    records = [
+        {"sweep": r["sweep"], "group": r["group"], "distortion": r["distortion"], "level": r["level"],
+         "area": r["rois"][0]["area"], "quality": r["rois"][0]["quality"], "importance": r["rois"][0]["importance"]}
+        for r in rows
+    ]  # fmt: skip
+    labels = rs.roi_sweep_figures(records, prefix="")
+    assert labels["severity_order"] >= 0.9 and labels["importance_vs_area"] >= 0.9
+    # an interrupted build resumes: remove one shard, rebuild, same bytes
+    shard = sorted((out / "data").glob("*.parquet"))[1]
+    before = shard.read_bytes()
+    shard.unlink()
+    sw.build_roi_sweeps(pristine, out, **kwargs)
+    assert shard.read_bytes() == before
+    with pytest.raises(ValueError, match="area_level"):
+        sw.build_roi_sweeps(pristine, out, **dict(kwargs, area_level=9))
+    with pytest.raises(ValueError, match="other settings"):
+        sw.build_roi_sweeps(pristine, out, **dict(kwargs, area_level=3))

@@ -176,6 +176,18 @@ def test_training_script_end_to_end(tmp_path):
     _write_dataset(
         data, {"train": [_row(k) for k in range(8)], "validation": [_row(k, "validation") for k in range(12)]}
     )
+    # controlled sweeps (datasets_scripts/seagull_sweeps.py layout): one severity series of 5 levels
+    import datasets
+
+    from datasets_scripts.seagull_sweeps import sweep_features
+
+    sweeps = tmp_path / "sweeps"
+    (sweeps / "data").mkdir(parents=True)
+    series = [dict(_row(6 * lv, "sweep"), sweep="severity", group="s0") for lv in range(5)]
+    assert [r["level"] for r in series] == [1, 2, 3, 4, 5]
+    datasets.Dataset.from_list(series, features=sweep_features()).to_parquet(
+        str(sweeps / "data" / "sweep-00000-of-00001.parquet")
+    )
     config = tmp_path / "tiny.json"
     tiny_region_config().to_json_file(config)
     spec = importlib.util.spec_from_file_location(
@@ -191,6 +203,7 @@ def test_training_script_end_to_end(tmp_path):
             "--model_name_or_path", str(config),
             "--pretrained_backbone", "none",
             "--dataset_dir", str(data),
+            "--sweep_dir", str(sweeps),
             "--output_dir", str(out),
             "--max_steps", "3",
             "--per_device_train_batch_size", "4",
@@ -207,8 +220,12 @@ def test_training_script_end_to_end(tmp_path):
         assert 0.0 <= saved[f"eval_{key}"] <= 1.0, key
     assert saved["eval_severity_order_pairs"] == 6 and saved["eval_type_top1_strong_n"] == 4
     assert saved["eval_labels_severity_order"] == 1.0  # the fabricated quality labels fall with the level
+    swept = json.loads((out / "sweep_results.json").read_text())
+    assert swept["sweep_severity_order_pairs"] == 10 and 0.0 <= swept["sweep_severity_order"] <= 1.0
+    assert swept["sweep_labels_severity_order"] == 1.0 and swept["sweep_labels_importance_vs_severity"] == 1.0
     card = (out / "README.md").read_text()
     assert "severity order of ROI quality" in card and "train_seagull_region.py" in card
+    assert "Controlled sweeps" in card and "same ROI, levels 1-5" in card
     assert (out / "model.safetensors").is_file() and (out / "processor_config.json").is_file()
 
     # the saved folder reloads with the Auto classes and predicts the same numbers
