@@ -235,8 +235,10 @@ def evaluate_sweeps(model: Any, processor: Any, out: str | Path, batch_size: int
     rows = rs.load_roi_dataset(out, SPLIT)
     with torch.inference_mode():
         records = predict_roi_rows(model, processor, rows, batch_size=batch_size, progress=True)
-    figures = rs.roi_sweep_figures(records)
-    figures.update({f"labels_{k}": v for k, v in rs.roi_sweep_figures(records, prefix="").items()})
+    types = processor.distortion_types
+    figures = rs.roi_sweep_figures(records, distortion_types=types)
+    labels = rs.roi_sweep_figures(records, prefix="", distortion_types=types)
+    figures.update({f"labels_{k}": v for k, v in labels.items()})
     return figures
 
 

@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
             records = predict_roi_rows(
                 trainer.model, processor, sweeps, batch_size=data_args.eval_batch_size, progress=True
             )
-        sweep_figures = roi_sweep_figures(records)
-        sweep_labels = roi_sweep_figures(records, prefix="")
+        sweep_figures = roi_sweep_figures(records, distortion_types=processor.distortion_types)
+        sweep_labels = roi_sweep_figures(records, prefix="", distortion_types=processor.distortion_types)
         metrics = {f"sweep_{k}": v for k, v in sweep_figures.items()}
         metrics.update({f"sweep_labels_{k}": v for k, v in sweep_labels.items()})
         trainer.save_metrics("sweep", metrics)

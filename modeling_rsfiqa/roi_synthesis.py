@@ -855,7 +855,12 @@ def roi_property_figures(
     return figures
 
 
-def roi_sweep_figures(records: Sequence[dict[str, Any]], prefix: str = "pred_") -> dict[str, Any]:
+def roi_sweep_figures(
+    records: Sequence[dict[str, Any]],
+    prefix: str = "pred_",
+    distortion_types: Sequence[str] = SEAGULL_DISTORTION_TYPES,
+    strong_levels: Sequence[int] = (4, 5),
+) -> dict[str, Any]:
     """The held-out properties of SEAGULL issue #9 on CONTROLLED sweeps (``datasets_scripts/seagull_sweeps.py``):
     records of distorted ROIs carry ``sweep`` (``"severity"`` | ``"area"``) and ``group`` (what is held fixed).
 
@@ -864,7 +869,9 @@ def roi_sweep_figures(records: Sequence[dict[str, Any]], prefix: str = "pred_") 
     * ``importance_vs_severity``: the same pairs, the stronger level has the higher importance;
     * ``importance_vs_area``: area sweeps (one photo, type, implementation and level; nested ROIs): the larger
       ROI has the higher importance;
-    * ``severity_order_<type>``: the severity order per distortion type.
+    * ``severity_order_<type>``: the severity order per distortion type;
+    * ``type_top1_strong``: distortion-type top-1 (argmax of the per-type severities) of the severity series'
+      ROIs at ``strong_levels`` (when the records carry ``<prefix>severity``).
 
     ``prefix=""`` judges the labels themselves. Ties count as wrong; pair counts are reported alongside.
     Unlike :func:`roi_property_figures`, which pairs ROIs across photos (where the labels themselves reach
@@ -896,5 +903,10 @@ def roi_sweep_figures(records: Sequence[dict[str, Any]], prefix: str = "pred_") 
             [float(r["area"]) for r in area],
             [r["group"] for r in area],
         )
+    strong = [r for r in sev if int(r["level"]) in set(strong_levels) and prefix + "severity" in r]
+    if strong:  # the severity series hold every type at every level: a balanced type check
+        types = list(distortion_types)
+        hits = [types[int(np.argmax(r[prefix + "severity"]))] == r["distortion"] for r in strong]
+        figures["type_top1_strong"], figures["type_top1_strong_n"] = float(np.mean(hits)), len(hits)
     figures["n_severity_rois"], figures["n_area_rois"] = len(sev), len(area)
     return figures

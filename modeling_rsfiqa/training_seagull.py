@@ -585,6 +585,7 @@ def seagull_region_model_card_text(model: Any, args: Any = None, **info: Any) ->
             ("severity order of ROI quality (same ROI, levels 1-5)", "severity_order", ">= 0.85"),
             ("importance grows with severity (same ROI)", "importance_vs_severity", ">= 0.85"),
             ("importance grows with area (nested ROIs, same level)", "importance_vs_area", ">= 0.85"),
+            ("distortion-type top-1 at levels 4-5", "type_top1_strong", ">= 0.7"),
             *((f"severity order, {t}", f"severity_order_{t}", "-") for t in config.distortion_types),
         ):
             if key in sweep:

@@ -63,3 +63,36 @@ def test_blurred_roi_scores_lower_than_the_clean_one(rq, shared_dir):
     clean = rq(photo, regions=[box])[0]
     hurt = rq(Image.fromarray(blurred), regions=[box])[0]
     assert hurt["quality"] < clean["quality"], (clean, hurt)
+
+
+def test_held_out_sweep_quality_falls_and_importance_grows(rq, shared_dir):
+    """A small controlled sweep on a held-out Kodak photo (the full check is datasets_scripts/seagull_sweeps.py):
+    one ROI per type at levels 1, 3, 5, and nested ROIs at level 4; pairs ordered like the labels."""
+    from modeling_rsfiqa import roi_synthesis as rs
+    from modeling_rsfiqa.roi_synthesis import pair_order_fraction
+
+    photo = Image.open(shared_dir / "data" / "pristine" / "kodak24" / "kodim05.png").convert("RGB")
+    photo = np.asarray(photo.resize((384, 256), Image.Resampling.LANCZOS))
+    roi = rs.Roi(rs.box_mask(photo.shape[:2], (96, 64, 256, 192)), (96, 64, 256, 192), "box")
+    nested = rs.nested_rois(photo.shape[:2], np.random.default_rng(0), (0.03, 0.1, 0.3), kind="blob")
+    quality, importance, levels, groups, area_importance, areas, area_groups = [], [], [], [], [], [], []
+    for t, kind in enumerate(sorted(TYPES)):
+        impl = rs.ROI_DISTORTIONS[kind][t % len(rs.ROI_DISTORTIONS[kind])].name
+        for sample in rs.sweep_roi_samples(photo, kind, impl, [roi], [1, 3, 5], seed=t):
+            out = rq(Image.fromarray(sample.image), regions=[list(roi.box)])[0]
+            quality.append(-out["quality"])
+            importance.append(out["importance"])
+            levels.append(sample.level)
+            groups.append(kind)
+        for r, sample in zip(nested, rs.sweep_roi_samples(photo, kind, impl, nested, [4], seed=t)):
+            area_importance.append(rq(Image.fromarray(sample.image), regions=[r.mask])[0]["importance"])
+            areas.append(r.area)
+            area_groups.append(kind)
+    severity_order, n = pair_order_fraction(quality, levels, groups)
+    importance_order, _ = pair_order_fraction(importance, levels, groups)
+    area_order, n_area = pair_order_fraction(area_importance, areas, area_groups)
+    assert n == 18 and n_area == 18
+    print(
+        f"severity order {severity_order:.3f}, importance vs severity {importance_order:.3f}, vs area {area_order:.3f}"
+    )
+    assert severity_order >= 0.8 and importance_order >= 0.8 and area_order >= 0.8

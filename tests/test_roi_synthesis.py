@@ -362,20 +362,23 @@ def test_sweep_samples_change_one_factor(photo):
 
 
 def test_sweep_figures_by_hand():
-    # one severity series (levels 1..3): quality 90, 70, 80 -> pairs (1,2) ok, (1,3) ok, (2,3) wrong
+    # one severity series (levels 1..5): quality 90, 70, 80, 60, 50 -> only the pair (2,3) is wrong
     # importance 10, 20, 30 -> all right; one area series (areas .1 < .3): importance 5 > 4 -> wrong
     records = [
         {"sweep": "severity", "group": "g", "distortion": "blur", "level": lv, "area": 0.1,
-         "quality": 100.0 - 10 * lv, "importance": 10.0 * lv, "pred_quality": q, "pred_importance": 10.0 * lv}
-        for lv, q in ((1, 90.0), (2, 70.0), (3, 80.0))
+         "quality": 100.0 - 10 * lv, "importance": 10.0 * lv, "pred_quality": q, "pred_importance": 10.0 * lv,
+         "pred_severity": [0.9 if lv != 5 else 0.0, 0, 0, 0, 0, 0.5]}
+        for lv, q in ((1, 90.0), (2, 70.0), (3, 80.0), (4, 60.0), (5, 50.0))
     ] + [
         {"sweep": "area", "group": "a", "distortion": "noise", "level": 4, "area": a,
          "quality": 50.0, "importance": 10 * a, "pred_quality": 50.0, "pred_importance": imp}
         for a, imp in ((0.1, 5.0), (0.3, 4.0))
     ] + [{"sweep": None, "group": None, "distortion": None, "level": 0, "area": 0.1}]  # fmt: skip
     model = rs.roi_sweep_figures(records)
-    assert model["severity_order"] == pytest.approx(2 / 3) and model["severity_order_pairs"] == 3
-    assert model["importance_vs_severity"] == 1.0 and model["severity_order_blur"] == pytest.approx(2 / 3)
+    # 10 level pairs, only (2,3) wrong; levels 4-5: blur named at 4, noise at 5
+    assert model["severity_order"] == pytest.approx(9 / 10) and model["severity_order_pairs"] == 10
+    assert model["importance_vs_severity"] == 1.0 and model["severity_order_blur"] == pytest.approx(9 / 10)
+    assert model["type_top1_strong"] == 0.5 and model["type_top1_strong_n"] == 2
     assert model["importance_vs_area"] == 0.0 and model["importance_vs_area_pairs"] == 1
     labels = rs.roi_sweep_figures(records, prefix="")
     assert labels["severity_order"] == labels["importance_vs_area"] == 1.0
