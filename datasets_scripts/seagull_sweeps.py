@@ -44,7 +44,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from datasets_scripts.seagull_synthetic import (  # noqa: E402
     _list_images,
     _load_reference,
-    _png,
+    sample_record,
     shard_finished,
     write_parquet_shard,
 )
@@ -92,58 +92,43 @@ def photo_sweep_rows(
     metric: str = "haarpsi",
 ) -> list[dict[str, Any]]:
     """Every sweep row of one photo (deterministic in ``seed``, the photo id and its index)."""
-    h, w = reference.shape[:2]
+    shape = reference.shape[:2]
     rows: list[dict[str, Any]] = []
 
     def emit(samples: list[rs.RoiSample], sweep: str, group: str, steps: Sequence[Any]) -> None:
         for step, sample in zip(steps, samples):
-            rows.append(
-                {
-                    "sample_id": f"{group}/{step}",
-                    "image": _png(sample.image),
-                    "reference_id": reference_id,
-                    "source": source,
-                    "split": SPLIT,
-                    "width": w,
-                    "height": h,
-                    "distortion": sample.distortion,
-                    "implementation": sample.implementation,
-                    "parameter": sample.parameter,
-                    "level": sample.level,
-                    "severity": sample.severity,
-                    "rois": [labels.to_record() for labels in sample.rois],
-                    "sweep": sweep,
-                    "group": group,
-                }
-            )
+            row = sample_record(sample, f"{group}/{step}", reference_id, source, SPLIT)
+            rows.append({**row, "sweep": sweep, "group": group})
 
     for kind in rs.SEAGULL_DISTORTION_TYPES:
         impls = [impl.name for impl in rs.ROI_DISTORTIONS[kind]]
         for r in range(severity_rois):
             rng = np.random.default_rng(rs.stable_seed(seed, reference_id, "severity", kind, r))
-            roi = rs.random_roi((h, w), rng, area_range=(0.03, 0.3))
+            roi = rs.random_roi(shape, rng, area_range=(0.03, 0.3))
             if roi is None:  # pragma: no cover - a photo always has room for one ROI
                 continue
             impl = impls[(photo_index + r) % len(impls)]
             levels = list(range(1, rs.NUM_LEVELS + 1))
             samples = rs.sweep_roi_samples(
                 reference, kind, impl, [roi], levels, int(rng.integers(2**31)),
-                _clean_rois((h, w), rng, roi, num_clean), metric,
+                _clean_rois(shape, rng, roi, num_clean), metric,
             )  # fmt: skip
             emit(samples, "severity", f"{reference_id}/severity/{kind}/{r}", [f"L{v}" for v in levels])
         for r in range(area_sweeps):
             rng = np.random.default_rng(rs.stable_seed(seed, reference_id, "area", kind, r))
             rois = None
             for _ in range(20):
-                rois = rs.nested_rois((h, w), rng, areas)
+                rois = rs.nested_rois(shape, rng, areas)
                 if rois is not None:
                     break
             if rois is None:
-                raise ValueError(f"{reference_id}: nested ROIs of areas {list(areas)} do not fit {w}x{h}")
+                raise ValueError(
+                    f"{reference_id}: nested ROIs of areas {list(areas)} do not fit {shape[1]}x{shape[0]}"
+                )
             impl = impls[(photo_index + severity_rois + r) % len(impls)]
             samples = rs.sweep_roi_samples(
                 reference, kind, impl, rois, [area_level], int(rng.integers(2**31)),
-                _clean_rois((h, w), rng, rois[-1], num_clean), metric,
+                _clean_rois(shape, rng, rois[-1], num_clean), metric,
             )  # fmt: skip
             emit(samples, "area", f"{reference_id}/area/{kind}/{r}", [f"A{a:g}" for a in sorted(areas)])
     return rows

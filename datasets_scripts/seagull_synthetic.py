@@ -83,6 +83,7 @@ __all__ = [
     "label_statistics",
     "write_parquet_shard",
     "shard_finished",
+    "sample_record",
     "main",
 ]
 
@@ -254,13 +255,18 @@ def _sample_row(plan: SamplePlan, reference: np.ndarray, metric: str, num_clean:
     sample = rs.synthesize_roi_sample(
         reference, plan.distortion, plan.level, plan.seed, num_clean=num_clean, metric=metric
     )
-    h, w = reference.shape[:2]
+    return sample_record(sample, plan.sample_id, plan.reference_id, plan.source, plan.split)
+
+
+def sample_record(sample: rs.RoiSample, sample_id: str, reference_id: str, source: str, split: str) -> dict:
+    """The stored row of one ``RoiSample`` (schema in the module docstring)."""
+    h, w = sample.image.shape[:2]
     return {
-        "sample_id": plan.sample_id,
+        "sample_id": sample_id,
         "image": _png(sample.image),
-        "reference_id": plan.reference_id,
-        "source": plan.source,
-        "split": plan.split,
+        "reference_id": reference_id,
+        "source": source,
+        "split": split,
         "width": w,
         "height": h,
         "distortion": sample.distortion,
