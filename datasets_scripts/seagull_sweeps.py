@@ -31,6 +31,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ from datasets_scripts.seagull_synthetic import (  # noqa: E402
 )
 from modeling_rsfiqa import roi_synthesis as rs  # noqa: E402
 
-__all__ = ["sweep_features", "photo_sweep_rows", "build_roi_sweeps", "evaluate_sweeps", "main"]
+__all__ = ["SweepDesign", "sweep_features", "photo_sweep_rows", "build_roi_sweeps", "evaluate_sweeps", "main"]
 
 FORMAT_VERSION = 1
 META_FILE = "rsfiqa_roi_sweeps.json"
@@ -78,20 +79,43 @@ def _clean_rois(shape: tuple[int, int], rng: np.random.Generator, avoid: rs.Roi,
     return clean
 
 
+@dataclass(frozen=True)
+class SweepDesign:
+    """What the sweeps of one photo hold (the command-line options of the same names)."""
+
+    severity_rois: int = 2  # severity series per photo and type
+    area_sweeps: int = 1  # area series per photo and type
+    areas: tuple[float, ...] = (0.02, 0.05, 0.12, 0.3)  # area fractions of the nested ROIs
+    area_level: int = 4  # distortion level of the area series
+    num_clean: int = 2  # clean ROIs held in every series
+    metric: str = "haarpsi"  # full-reference metric of the labels
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "areas", tuple(sorted(float(a) for a in self.areas)))
+        if self.metric not in rs.FR_METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; choose from {sorted(rs.FR_METRICS)}")
+        if not 1 <= self.area_level <= rs.NUM_LEVELS:
+            raise ValueError(f"area_level must be in 1..{rs.NUM_LEVELS}, got {self.area_level}")
+        if self.severity_rois < 0 or self.area_sweeps < 0 or self.severity_rois + self.area_sweeps == 0:
+            raise ValueError("give at least one severity ROI or area sweep per type")
+
+    @property
+    def rows_per_photo(self) -> int:
+        return len(rs.SEAGULL_DISTORTION_TYPES) * (
+            self.severity_rois * rs.NUM_LEVELS + self.area_sweeps * len(self.areas)
+        )
+
+
 def photo_sweep_rows(
     reference: np.ndarray,
     reference_id: str,
     source: str,
     photo_index: int,
     seed: int = 0,
-    severity_rois: int = 2,
-    area_sweeps: int = 1,
-    areas: Sequence[float] = (0.02, 0.05, 0.12, 0.3),
-    area_level: int = 4,
-    num_clean: int = 2,
-    metric: str = "haarpsi",
+    design: SweepDesign = SweepDesign(),
 ) -> list[dict[str, Any]]:
     """Every sweep row of one photo (deterministic in ``seed``, the photo id and its index)."""
+    d = design
     shape = reference.shape[:2]
     rows: list[dict[str, Any]] = []
 
@@ -102,7 +126,7 @@ def photo_sweep_rows(
 
     for kind in rs.SEAGULL_DISTORTION_TYPES:
         impls = [impl.name for impl in rs.ROI_DISTORTIONS[kind]]
-        for r in range(severity_rois):
+        for r in range(d.severity_rois):
             rng = np.random.default_rng(rs.stable_seed(seed, reference_id, "severity", kind, r))
             roi = rs.random_roi(shape, rng, area_range=(0.03, 0.3))
             if roi is None:  # pragma: no cover - a photo always has room for one ROI
@@ -111,26 +135,26 @@ def photo_sweep_rows(
             levels = list(range(1, rs.NUM_LEVELS + 1))
             samples = rs.sweep_roi_samples(
                 reference, kind, impl, [roi], levels, int(rng.integers(2**31)),
-                _clean_rois(shape, rng, roi, num_clean), metric,
+                _clean_rois(shape, rng, roi, d.num_clean), d.metric,
             )  # fmt: skip
             emit(samples, "severity", f"{reference_id}/severity/{kind}/{r}", [f"L{v}" for v in levels])
-        for r in range(area_sweeps):
+        for r in range(d.area_sweeps):
             rng = np.random.default_rng(rs.stable_seed(seed, reference_id, "area", kind, r))
             rois = None
             for _ in range(20):
-                rois = rs.nested_rois(shape, rng, areas)
+                rois = rs.nested_rois(shape, rng, d.areas)
                 if rois is not None:
                     break
             if rois is None:
                 raise ValueError(
-                    f"{reference_id}: nested ROIs of areas {list(areas)} do not fit {shape[1]}x{shape[0]}"
+                    f"{reference_id}: nested ROIs of areas {list(d.areas)} do not fit {shape[1]}x{shape[0]}"
                 )
-            impl = impls[(photo_index + severity_rois + r) % len(impls)]
+            impl = impls[(photo_index + d.severity_rois + r) % len(impls)]
             samples = rs.sweep_roi_samples(
-                reference, kind, impl, rois, [area_level], int(rng.integers(2**31)),
-                _clean_rois(shape, rng, rois[-1], num_clean), metric,
+                reference, kind, impl, rois, [d.area_level], int(rng.integers(2**31)),
+                _clean_rois(shape, rng, rois[-1], d.num_clean), d.metric,
             )  # fmt: skip
-            emit(samples, "area", f"{reference_id}/area/{kind}/{r}", [f"A{a:g}" for a in sorted(areas)])
+            emit(samples, "area", f"{reference_id}/area/{kind}/{r}", [f"A{a:g}" for a in d.areas])
     return rows
 
 
@@ -140,22 +164,11 @@ def build_roi_sweeps(
     sources: Sequence[str] = ("kodak24",),
     max_side: int | None = 384,
     seed: int = 0,
-    severity_rois: int = 2,
-    area_sweeps: int = 1,
-    areas: Sequence[float] = (0.02, 0.05, 0.12, 0.3),
-    area_level: int = 4,
-    num_clean: int = 2,
-    metric: str = "haarpsi",
+    design: SweepDesign = SweepDesign(),
     limit_images: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Make (or resume) the sweeps in ``out``; returns the metadata written to ``rsfiqa_roi_sweeps.json``."""
-    if metric not in rs.FR_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose from {sorted(rs.FR_METRICS)}")
-    if not 1 <= area_level <= rs.NUM_LEVELS:
-        raise ValueError(f"area_level must be in 1..{rs.NUM_LEVELS}, got {area_level}")
-    if severity_rois < 0 or area_sweeps < 0 or severity_rois + area_sweeps == 0:
-        raise ValueError("give at least one severity ROI or area sweep per type")
     out = Path(out)
     photos = [(name, p) for name in sources for p in _list_images(Path(pristine) / name)]
     photos = photos[:limit_images] if limit_images else photos
@@ -165,12 +178,7 @@ def build_roi_sweeps(
         "references": [f"{name}/{p.stem}" for name, p in photos],
         "max_side": max_side,
         "seed": seed,
-        "severity_rois": severity_rois,
-        "area_sweeps": area_sweeps,
-        "areas": sorted(float(a) for a in areas),
-        "area_level": area_level,
-        "num_clean": num_clean,
-        "metric": metric,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(design).items()},
         "implementations": {t: [i.name for i in impls] for t, impls in rs.ROI_DISTORTIONS.items()},
     }
     meta_path = out / META_FILE
@@ -186,7 +194,7 @@ def build_roi_sweeps(
     rs.check_implementations()
     (out / "data").mkdir(parents=True, exist_ok=True)
     meta_path.write_text(json.dumps({"settings": settings, "status": "building"}, indent=2) + "\n")
-    per_photo = len(rs.SEAGULL_DISTORTION_TYPES) * (severity_rois * rs.NUM_LEVELS + area_sweeps * len(areas))
+    per_photo = design.rows_per_photo
     features, started, n = sweep_features(), time.time(), len(photos)
     paths = [out / "data" / f"{SPLIT}-{j:05d}-of-{n:05d}.parquet" for j in range(n)]
     done = sum(shard_finished(p, per_photo) for p in paths)
@@ -195,9 +203,8 @@ def build_roi_sweeps(
             if shard_finished(shard, per_photo):
                 continue
             rows = photo_sweep_rows(
-                _load_reference(str(path), max_side), f"{source}/{path.stem}", source, j, seed,
-                severity_rois, area_sweeps, areas, area_level, num_clean, metric,
-            )  # fmt: skip
+                _load_reference(str(path), max_side), f"{source}/{path.stem}", source, j, seed, design
+            )
             write_parquet_shard(rows, features, shard)
             bar.update(1)
     meta = {
@@ -248,19 +255,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    meta = build_roi_sweeps(
-        args.pristine,
-        args.out,
-        [s for s in args.sources.split(",") if s],
-        args.max_side,
-        args.seed,
+    design = SweepDesign(
         args.severity_rois,
         args.area_sweeps,
-        [float(a) for a in args.areas.split(",") if a],
+        tuple(float(a) for a in args.areas.split(",") if a),
         args.area_level,
         args.num_clean,
         args.metric,
-        args.limit_images,
+    )
+    sources = [s for s in args.sources.split(",") if s]
+    meta = build_roi_sweeps(
+        args.pristine, args.out, sources, args.max_side, args.seed, design, args.limit_images
     )
     print(json.dumps({k: v for k, v in meta.items() if k != "settings"}, indent=2))
     return 0

@@ -389,7 +389,9 @@ def test_sweep_figures_by_hand():
 def test_sweep_builder_resumes_and_labels_order(pristine, tmp_path):
     from datasets_scripts import seagull_sweeps as sw
 
-    kwargs = dict(max_side=None, severity_rois=1, area_sweeps=1, areas=(0.15, 0.3, 0.5), progress=False)
+    design = sw.SweepDesign(severity_rois=1, area_sweeps=1, areas=(0.3, 0.15, 0.5))
+    assert design.areas == (0.15, 0.3, 0.5) and design.rows_per_photo == 6 * (5 + 3)
+    kwargs = dict(max_side=None, design=design, progress=False)
     out = tmp_path / "sweeps"
     meta = sw.build_roi_sweeps(pristine, out, **kwargs)
     assert meta["status"] == "complete" and meta["num_rows"] == 2 * 6 * (5 + 3)
@@ -411,6 +413,6 @@ def test_sweep_builder_resumes_and_labels_order(pristine, tmp_path):
     sw.build_roi_sweeps(pristine, out, **kwargs)
     assert shard.read_bytes() == before
     with pytest.raises(ValueError, match="area_level"):
-        sw.build_roi_sweeps(pristine, out, **dict(kwargs, area_level=9))
+        sw.SweepDesign(area_level=9)
     with pytest.raises(ValueError, match="other settings"):
-        sw.build_roi_sweeps(pristine, out, **dict(kwargs, area_level=3))
+        sw.build_roi_sweeps(pristine, out, **dict(kwargs, design=sw.SweepDesign(area_level=3)))
