@@ -20,8 +20,9 @@ series cycles through the type's implementations over photos and ROIs, so every 
 Output: ``OUT/data/sweep-XXXXX-of-NNNNN.parquet`` (one shard per photo; resumable: finished shards are
 skipped) with the schema of ``seagull_synthetic.py`` plus ``sweep`` (``"severity"`` | ``"area"``) and
 ``group`` (the series id), and ``OUT/rsfiqa_roi_sweeps.json`` (the settings, checked on resume). Read with
-``roi_synthesis.load_roi_dataset(OUT, "sweep")``; score with ``examples/train_seagull_region.py
---sweep_dir OUT`` or ``evaluate_sweeps`` below (``roi_synthesis.roi_sweep_figures``).
+``roi_synthesis.load_roi_dataset(OUT, "sweep")``; score a model with ``--evaluate MODEL`` (a saved folder
+or preset; figures from ``roi_synthesis.roi_sweep_figures``), ``examples/train_seagull_region.py --sweep_dir OUT``
+or ``evaluate_sweeps`` below.
 """
 
 from __future__ import annotations
@@ -250,7 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-clean", type=int, default=2, help="clean ROIs held in every series")
     parser.add_argument("--metric", default="haarpsi", choices=sorted(rs.FR_METRICS))
     parser.add_argument("--limit-images", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for the metric (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--evaluate",
+        default=None,
+        metavar="MODEL",
+        help="then score a small ROI model (saved folder or preset) on the sweeps and print its figures",
+    )
+    parser.add_argument("--results", type=Path, default=None, help="with --evaluate: write the figures here")
     args = parser.parse_args(argv)
     import torch
 
@@ -268,6 +276,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.pristine, args.out, sources, args.max_side, args.seed, design, args.limit_images
     )
     print(json.dumps({k: v for k, v in meta.items() if k != "settings"}, indent=2))
+    if args.evaluate:
+        import modeling_rsfiqa  # noqa: F401  (registers the families)
+        from modeling_rsfiqa.factory import create_model
+
+        model, processor = create_model(args.evaluate)
+        if model.config.model_type != "seagull_region":
+            raise ValueError(f"{args.evaluate} is a {model.config.model_type!r} model, not seagull_region")
+        figures = {
+            "model": str(args.evaluate),
+            "sweeps": str(args.out),
+            **evaluate_sweeps(model, processor, args.out),
+        }
+        print(json.dumps(figures, indent=2))
+        if args.results:
+            args.results.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

@@ -416,3 +416,20 @@ def test_sweep_builder_resumes_and_labels_order(pristine, tmp_path):
         sw.SweepDesign(area_level=9)
     with pytest.raises(ValueError, match="other settings"):
         sw.build_roi_sweeps(pristine, out, **dict(kwargs, design=sw.SweepDesign(area_level=3)))
+
+
+def test_sweep_cli_builds_and_scores_a_saved_model(pristine, tmp_path, capsys):
+    from seagull_testing import save_tiny_region_model
+
+    from datasets_scripts import seagull_sweeps as sw
+
+    model = save_tiny_region_model(tmp_path / "tiny")
+    results = tmp_path / "figures.json"
+    args = ["--pristine", str(pristine), "--out", str(tmp_path / "sw"), "--limit-images", "1",
+            "--severity-rois", "1", "--area-sweeps", "1", "--areas", "0.15,0.3,0.5"]  # fmt: skip
+    assert sw.main([*args, "--evaluate", str(model), "--results", str(results)]) == 0
+    figures = json.loads(results.read_text())
+    assert figures["severity_order_pairs"] == 6 * 10 and figures["importance_vs_area_pairs"] == 6 * 3
+    assert 0.0 <= figures["severity_order"] <= 1.0 and figures["type_top1_strong_n"] == 6 * 2
+    assert figures["labels_severity_order"] >= 0.9 and figures["model"] == str(model)
+    assert '"num_rows": 48' in capsys.readouterr().out
