@@ -5,8 +5,9 @@
     python datasets_scripts/video_clips.py clive --out ../cache/clips/clive --max-side 160 --fps 8 \\
         --duration 1.0 --preset veryfast --limit 200
     python examples/train_qclip_mobile.py --synthetic ../cache/clips/syn --clive ../cache/clips/clive \\
-        --out outputs/qclip-mobile --threads 1 --epochs 8 --time-budget 1500 --holdout-photos 5 \\
-        --photos-per-batch 2 --group-rank-weight 1.0 --val-limit 20 --adapted-stage 4
+        --out outputs/qclip-mobile --threads 1 --epochs 8 --time-budget 1200 --holdout-photos 5 \\
+        --photos-per-batch 2 --group-rank-weight 1.0 --val-limit 20 --adapted-stage 4 \\
+        --extra-rank-type white_noise --extra-rank-weight 2.0 --select-by min
 
 (the shipped ``modeling_rsfiqa/default_qclip``; its card lists what each option changed.)
 
@@ -25,6 +26,9 @@ Overfitting control and the severity order (the issue's target, >= 0.85 per type
 * ``--photos-per-batch K`` builds each synthetic batch from all clips of K photos (CLIVE clips in their own
   random batches), and ``--group-rank-weight`` adds a rank loss over the pairs of one photo x one type
   (pristine as level 0) ordered by the synthesis level (``losses.rank_loss`` with a ``pair_mask``);
+* ``--extra-rank-type T --extra-rank-weight W`` adds W x the same rank loss over type T's pairs only (white
+  noise, the type whose level order generalised worst to new photos);
+* ``--select-by min`` selects on the worst type's severity order of the selection split instead of the mean;
 * ``--adapted-stage`` / ``--image-size`` override the preset (E-SCMA's MobileNetV2 stage, the frame size);
 * ``--pixel-cache DIR`` stores the decoded, resized frames (float16) so that re-runs skip decoding.
 """
