@@ -127,6 +127,12 @@ def severity_pair_mask(rows) -> torch.Tensor:
     return mask
 
 
+def type_pair_mask(rows, distortion_type: str) -> torch.Tensor:
+    """:func:`severity_pair_mask` restricted to one type's pairs (its levels and the photo's pristine clip)."""
+    in_type = torch.tensor([r["distortion_type"] in (distortion_type, "pristine") for r in rows])
+    return severity_pair_mask(rows) & in_type[:, None] & in_type[None, :]
+
+
 def photo_batches(
     rows, photos_per_batch: int, batch_size: int, generator: torch.Generator
 ) -> list[list[int]]:
@@ -260,10 +266,7 @@ def main() -> None:
     pair_mask = severity_pair_mask(train_rows) if args.group_rank_weight else None
     extra_mask = None
     if args.extra_rank_type and args.extra_rank_weight:
-        in_type = torch.tensor(
-            [r["distortion_type"] in (args.extra_rank_type, "pristine") for r in train_rows]
-        )
-        extra_mask = severity_pair_mask(train_rows) & in_type[:, None] & in_type[None, :]
+        extra_mask = type_pair_mask(train_rows, args.extra_rank_type)
     level = torch.tensor([float(r["distortion_level"] or 0) for r in train_rows])
     print(
         f"decoded + prefix of {sum(len(v) for v in feats.values())} clips in {time.time() - t0:.0f}s; "
