@@ -45,3 +45,21 @@ def test_type_pair_mask_keeps_one_type_and_the_pristine_clip_of_the_same_photo()
     assert int(full.sum()) == 2 * (
         5 * 4 - 2 * 2 * 2
     )  # 5 clips a photo, minus the h264 x noise pairs (both ways)
+
+
+def test_severity_failures_counts_the_wrong_pairs_by_level_pair_and_photo():
+    spec = importlib.util.spec_from_file_location(
+        "qclip_severity_pairs", ROOT / "examples" / "qclip_severity_pairs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = _rows()
+    # photo a: noise levels in order; photo b: level 2 scores above level 1 (one wrong pair); h264 ignored
+    scores = {("a", 0): 1.0, ("a", 1): 0.5, ("a", 2): 0.2, ("b", 0): 1.0, ("b", 1): 0.3, ("b", 2): 0.4}
+    values = [
+        scores.get((r["reference"], r["distortion_level"]), 9.0) if r["distortion_type"] != "h264" else -9.0
+        for r in rows
+    ]
+    res = module.severity_failures(rows, values, "white_noise")
+    assert res["pairs"] == 6 and res["by_pair"] == {(1, 2): 1} and res["by_photo"] == {"b": 1}
+    assert abs(res["accuracy"] - 5 / 6) < 1e-9 and abs(res["spread"]["a"] - 0.8) < 1e-9
