@@ -63,3 +63,16 @@ def test_severity_failures_counts_the_wrong_pairs_by_level_pair_and_photo():
     res = module.severity_failures(rows, values, "white_noise")
     assert res["pairs"] == 6 and res["by_pair"] == {(1, 2): 1} and res["by_photo"] == {"b": 1}
     assert abs(res["accuracy"] - 5 / 6) < 1e-9 and abs(res["spread"]["a"] - 0.8) < 1e-9
+
+
+def test_input_energy_ratios_rise_with_added_noise():
+    spec = importlib.util.spec_from_file_location(
+        "qclip_severity_pairs", ROOT / "examples" / "qclip_severity_pairs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    g = torch.Generator().manual_seed(0)
+    clean = torch.linspace(0, 1, 32).repeat(2, 3, 32, 1)  # (T, C, H, W) smooth ramp
+    pixels = {lv: clean + 0.02 * lv * torch.randn(clean.shape, generator=g) for lv in (0, 1, 2, 3)}
+    ratios = module.input_energy_ratios(pixels)
+    assert list(ratios) == [1, 2, 3] and ratios[1] > 1.0 and ratios[1] < ratios[2] < ratios[3]
