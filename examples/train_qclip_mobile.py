@@ -5,8 +5,9 @@
     python datasets_scripts/video_clips.py clive --out ../cache/clips/clive --max-side 160 --fps 8 \\
         --duration 1.0 --preset veryfast --limit 200
     python examples/train_qclip_mobile.py --synthetic ../cache/clips/syn --clive ../cache/clips/clive \\
-        --out outputs/qclip-mobile --threads 1 --epochs 8 --time-budget 1500 --holdout-photos 5 \\
-        --photos-per-batch 2 --group-rank-weight 1.0 --val-limit 20 --adapted-stage 4
+        --out outputs/qclip-mobile --threads 1 --epochs 8 --time-budget 1200 --holdout-photos 5 \\
+        --photos-per-batch 2 --group-rank-weight 1.0 --val-limit 20 --adapted-stage 4 \\
+        --extra-rank-type white_noise --extra-rank-weight 2.0 --select-by min
 
 (the shipped ``modeling_rsfiqa/default_qclip``; its card lists what each option changed.)
 
@@ -25,6 +26,9 @@ Overfitting control and the severity order (the issue's target, >= 0.85 per type
 * ``--photos-per-batch K`` builds each synthetic batch from all clips of K photos (CLIVE clips in their own
   random batches), and ``--group-rank-weight`` adds a rank loss over the pairs of one photo x one type
   (pristine as level 0) ordered by the synthesis level (``losses.rank_loss`` with a ``pair_mask``);
+* ``--extra-rank-type T --extra-rank-weight W`` adds W x the same rank loss over type T's pairs only (white
+  noise, the type whose level order generalised worst to new photos);
+* ``--select-by min`` selects on the worst type's severity order of the selection split instead of the mean;
 * ``--adapted-stage`` / ``--image-size`` override the preset (E-SCMA's MobileNetV2 stage, the frame size);
 * ``--pixel-cache DIR`` stores the decoded, resized frames (float16) so that re-runs skip decoding.
 """
@@ -123,6 +127,12 @@ def severity_pair_mask(rows) -> torch.Tensor:
     return mask
 
 
+def type_pair_mask(rows, distortion_type: str) -> torch.Tensor:
+    """:func:`severity_pair_mask` restricted to one type's pairs (its levels and the photo's pristine clip)."""
+    in_type = torch.tensor([r["distortion_type"] in (distortion_type, "pristine") for r in rows])
+    return severity_pair_mask(rows) & in_type[:, None] & in_type[None, :]
+
+
 def photo_batches(
     rows, photos_per_batch: int, batch_size: int, generator: torch.Generator
 ) -> list[list[int]]:
@@ -201,6 +211,20 @@ def main() -> None:
     )
     p.add_argument("--group-rank-weight", type=float, default=0.0, help="rank loss within photo x type")
     p.add_argument("--group-rank-margin", type=float, default=0.1, help="its margin, on batch z-scores")
+    p.add_argument(
+        "--extra-rank-type",
+        default=None,
+        choices=SEVERITY_TYPES,
+        help="one type's pairs get an extra rank loss",
+    )
+    p.add_argument("--extra-rank-weight", type=float, default=0.0, help="weight of that extra rank loss")
+    p.add_argument(
+        "--select-by",
+        default="mean",
+        choices=("mean", "min"),
+        help="selection criterion: mean or worst type's severity order on the selection split",
+    )
+    p.add_argument("--save-epochs", action="store_true", help="keep every epoch's trained weights in --out")
     p.add_argument("--val-limit", type=int, default=None, help="first N validation photos only (sorted)")
     p.add_argument("--pixel-cache", default=None, help="folder caching the decoded frames (float16)")
     args = p.parse_args()
@@ -240,6 +264,9 @@ def main() -> None:
     x_sel, x_cval = feats.get("sel"), feats.get("cval")
     y_train = torch.tensor([float(r["mos"]) for r in train_rows])
     pair_mask = severity_pair_mask(train_rows) if args.group_rank_weight else None
+    extra_mask = None
+    if args.extra_rank_type and args.extra_rank_weight:
+        extra_mask = type_pair_mask(train_rows, args.extra_rank_type)
     level = torch.tensor([float(r["distortion_level"] or 0) for r in train_rows])
     print(
         f"decoded + prefix of {sum(len(v) for v in feats.values())} clips in {time.time() - t0:.0f}s; "
@@ -279,6 +306,11 @@ def main() -> None:
                 loss = loss + args.group_rank_weight * rank_loss(
                     z, -level[b], margin=args.group_rank_margin, pair_mask=pair_mask[b][:, b]
                 )
+            if extra_mask is not None:
+                z = (out.logits - out.logits.mean()) / (out.logits.std() + 1e-8)
+                loss = loss + args.extra_rank_weight * rank_loss(
+                    z, -level[b], margin=args.group_rank_margin, pair_mask=extra_mask[b][:, b]
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -293,12 +325,17 @@ def main() -> None:
         if x_sel is not None:
             sel = severity_report(sel_rows, predict(model, x_sel))
             entry["selection"] = sel
-            crit = float(np.mean([sel[f"severity_order_{t}"] for t in SEVERITY_TYPES]))
-            line += f" | selection mean {crit:.3f}"
+            per_type = [sel[f"severity_order_{t}"] for t in SEVERITY_TYPES]
+            crit = float(np.mean(per_type) if args.select_by == "mean" else np.min(per_type))
+            line += " | selection " + " ".join(f"{v:.3f}" for v in per_type) + f" {args.select_by} {crit:.3f}"
             if crit > best[0]:
                 trainable = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
                 best = (crit, trainable, epoch)
         history.append(entry)
+        if args.save_epochs:
+            trained = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+            Path(args.out, "epochs").mkdir(parents=True, exist_ok=True)
+            torch.save(trained, Path(args.out, "epochs", f"epoch{epoch}.pt"))
         print(line + f" {time.time() - t0:.0f}s", flush=True)
         if time.time() - t0 > args.time_budget:
             print("time budget reached", flush=True)
@@ -306,7 +343,9 @@ def main() -> None:
 
     if best[1] is not None:
         model.load_state_dict(best[1], strict=False)
-        print(f"selected epoch {best[2]} (selection mean severity order {best[0]:.3f})", flush=True)
+        print(
+            f"selected epoch {best[2]} (selection {args.select_by} severity order {best[0]:.3f})", flush=True
+        )
     # calibration: the training set's z-scored linear map of logits onto the MOS scale
     train_logits = predict(model, x_train)
     cfg = model.config
