@@ -561,7 +561,8 @@ def main(argv=None) -> None:
         synthetic = SyntheticGroups(synthetic_feats, synthetic_maps, args.crop_cells, args.seed)
         held_out = build_synthetic_cache(model, processor, val_photos, distortions, cache_root, "val")
         print(
-            f"synthetic groups: {len(synthetic.feats)} train (cbsd68), {len(held_out[0])} held out (kodak24)"
+            f"synthetic groups: {len(synthetic.feats)} train ({args.synthetic_sets}), "
+            f"{len(held_out[0])} held out (kodak24)"
         )
     cache_seconds = time.time() - t0
     processor.superpixel_work_size = inference_work_size
