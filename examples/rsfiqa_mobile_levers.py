@@ -9,7 +9,9 @@ pass, and appends one JSON line per seed to ``outputs/levers/results.jsonl``: SR
 (no choice made on the validation split), of the best epoch (chosen on it: optimistic), with flip averaging
 at test time, and the model's CPU time per 500 px image (1 thread, pipeline with the allocator tuned, median
 over 12 CLIVE images; flip averaging would add one backbone pass). Runs already in the file are skipped, so
-an interrupted job resumes. ``table`` prints mean +- sd per lever as a Markdown table.
+an interrupted job resumes. ``table`` prints mean +- sd per lever as a Markdown table, with the mean +- sd
+of the per-split difference to the baseline on the same splits (paired: the split-to-split spread, larger
+than most levers' effect, cancels out).
 """
 
 from __future__ import annotations
@@ -103,34 +105,50 @@ def run(name: str, seeds: list[int], recipe_args: list[str]) -> None:
         print(json.dumps(row))
 
 
+def paired_differences(rows: list[dict], lever: str, key: str, baseline: str = "baseline") -> list[float]:
+    """``key`` of ``lever`` minus that of ``baseline`` on each split seed both were measured on."""
+    base = {r["split_seed"]: r.get(key) for r in rows if r["lever"] == baseline}
+    return [
+        r[key] - base[r["split_seed"]]
+        for r in rows
+        if r["lever"] == lever and r.get(key) is not None and base.get(r["split_seed"]) is not None
+    ]
+
+
 def table(results: Path = RESULTS) -> str:
-    """Mean +- sd over split seeds per lever (Markdown), with the recipe options that define each lever."""
+    """Mean +- sd over split seeds per lever (Markdown), the paired difference of the last-epoch figures to
+    the baseline on the same seeds, and the recipe options that define each lever."""
     rows = [json.loads(line) for line in Path(results).read_text().splitlines() if line]
     levers = list(dict.fromkeys(r["lever"] for r in rows))
 
-    def cell(values: list[float]) -> str:
+    def cell(values: list[float], sign: str = "") -> str:
         values = [v for v in values if v is not None]
         if not values:
             return "-"
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+        return f"{statistics.mean(values):{sign}.3f} ± {sd:.3f}"
 
     lines = [
         "| lever | seeds | SRCC last | PLCC last | SRCC best | PLCC best | SRCC flip-TTA | PLCC flip-TTA "
+        "| Δ SRCC last vs baseline (paired) | Δ PLCC last vs baseline (paired) "
         "| ms/image (1 thread CPU) | recipe options |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for lever in levers:
         rs = [r for r in rows if r["lever"] == lever]
         ms = [r["cpu_ms_per_image"] for r in rs if r.get("cpu_ms_per_image")]
         metrics = " | ".join(
-            cell([r[k] for r in rs])
+            cell([r.get(k) for r in rs])
             for k in ("last_srcc", "last_plcc", "best_srcc", "best_plcc", "flip_srcc", "flip_plcc")
+        )
+        paired = " | ".join(
+            "-" if lever == "baseline" else cell(paired_differences(rows, lever, k), "+")
+            for k in ("last_srcc", "last_plcc")
         )
         speed = f"{statistics.median(ms):.0f}" if ms else "-"
         seeds = ",".join(str(r["split_seed"]) for r in rs)
         options = " ".join(rs[0]["args"]) or "(the shipped recipe)"
-        lines.append(f"| {lever} | {seeds} | {metrics} | {speed} | `{options}` |")
+        lines.append(f"| {lever} | {seeds} | {metrics} | {paired} | {speed} | `{options}` |")
     return "\n".join(lines)
 
 

@@ -134,6 +134,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="only (re)write DIR/README.md from DIR/training_summary.json and the committed lever results; exit",
     )
     p.add_argument(
+        "--order_only",
+        default=None,
+        metavar="DIR",
+        help="only print the held-out Kodak24 order accuracy of the model saved in DIR, from pixels (for "
+        "--train_from_pixels models; label maps from --cache_dir) and exit",
+    )
+    p.add_argument(
         "--reference_only",
         default=None,
         metavar="DIR",
@@ -380,6 +387,25 @@ def synthetic_order_accuracy(model, feats: torch.Tensor, maps: torch.Tensor) -> 
     return ok / max(len(feats), 1)
 
 
+@torch.no_grad()
+def synthetic_order_accuracy_pixels(
+    model, photos, distortions: list[str], maps: torch.Tensor, normalize
+) -> float:
+    """:func:`synthetic_order_accuracy` from pixels (whole-backbone fine-tuning changes the cached prefix):
+    each held-out group (photo x distortion, the cache's order) distorted again, full image, cached maps."""
+    from modeling_rsfiqa.distortions import distort
+
+    model.eval()
+    ok = 0
+    for i in tqdm(range(len(photos) * len(distortions)), desc="held-out order (pixels)", unit="group"):
+        photo, d = divmod(i, len(distortions))
+        clean = photos[photo]
+        variants = [clean] + [distort(clean, distortions[d], lv, seed=0) for lv in LEVELS[1:]]
+        z = model(pixel_values=normalize(variants), region_labels=maps[i].long()).logits
+        ok += bool((z[:-1] > z[1:]).all())
+    return ok / max(len(photos) * len(distortions), 1)
+
+
 class CachedPrefixDataset(torch.utils.data.Dataset):
     """Items ``{prefix_features, region_labels, labels}`` from the cache, with flip + crop when training."""
 
@@ -500,10 +526,35 @@ def pipeline_validation(model_dir: Path, files: list[Path], mos: np.ndarray) -> 
     return {k: float(v) for k, v in compute_iqa_metrics(preds, mos).items() if k in ("srcc", "plcc")}
 
 
+def order_only(args: argparse.Namespace) -> float:
+    """Held-out Kodak24 order accuracy of a saved model, from pixels (``--order_only``)."""
+    from modeling_rsfiqa import RSFIQAForQualityScoring, RSFIQAProcessor
+
+    torch.set_num_threads(args.threads)
+    model = RSFIQAForQualityScoring.from_pretrained(args.order_only).eval()
+    processor = RSFIQAProcessor.from_pretrained(args.order_only)
+    processor.superpixel_work_size = args.train_work_size  # the cached label maps' setting
+    distortions = [d for d in args.synthetic_distortions.split(",") if d]
+    photos = sorted((Path(args.synthetic_dir) / "kodak24").glob("*.png"))[: args.limit]
+    cache_root = Path(args.cache_dir or Path(args.output_dir) / "cache")
+    _, maps = build_synthetic_cache(model, processor, photos, distortions, cache_root, "val")
+    height, width = model.config.image_size
+    return synthetic_order_accuracy_pixels(
+        model,
+        [load_image_rgb(p).resize((width, height)) for p in photos],
+        distortions,
+        maps,
+        lambda images: processor.image_processor(images, return_tensors="pt")["pixel_values"],
+    )
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.reference_only:
         print(record_reference(Path(args.reference_only)))
+        return
+    if args.order_only:
+        print(json.dumps({"synthetic_order_acc": order_only(args)}))
         return
     if args.card_only:
         summary = json.loads((Path(args.card_only) / "training_summary.json").read_text())
@@ -542,7 +593,7 @@ def main(argv=None) -> None:
     processor.superpixel_work_size = args.train_work_size  # training label maps only; restored before saving
     feats, maps = build_cache(model, processor, files, Path(args.cache_dir or out / "cache"))
 
-    synthetic, held_out = None, None
+    synthetic, held_out, held_out_pixels = None, None, None
     if args.synthetic_weight > 0:
         distortions = [d for d in args.synthetic_distortions.split(",") if d]
         pristine = Path(args.synthetic_dir)
@@ -561,7 +612,8 @@ def main(argv=None) -> None:
         synthetic = SyntheticGroups(synthetic_feats, synthetic_maps, args.crop_cells, args.seed)
         held_out = build_synthetic_cache(model, processor, val_photos, distortions, cache_root, "val")
         print(
-            f"synthetic groups: {len(synthetic.feats)} train (cbsd68), {len(held_out[0])} held out (kodak24)"
+            f"synthetic groups: {len(synthetic.feats)} train ({args.synthetic_sets}), "
+            f"{len(held_out[0])} held out (kodak24)"
         )
     cache_seconds = time.time() - t0
     processor.superpixel_work_size = inference_work_size
@@ -592,7 +644,14 @@ def main(argv=None) -> None:
             else None
         )
         flipped_val = PixelDataset(images, maps, mos, val_idx, False, 0, args.seed, grid, normalize, flip=1)
-        held_out = None  # its cached features come from the original prefix, which this run changes
+        if held_out is not None:  # its cached features come from the original prefix, which this run changes
+            held_out_pixels = (
+                [load_image_rgb(p).resize((width, height)) for p in val_photos],
+                distortions,
+                held_out[1],
+                normalize,
+            )
+            held_out = None
     else:
         train_ds = CachedPrefixDataset(feats, maps, mos, train_idx, True, args.crop_cells, args.seed)
         val_ds = CachedPrefixDataset(feats, maps, mos, val_idx, False, 0, args.seed) if len(val_idx) else None
@@ -659,6 +718,8 @@ def main(argv=None) -> None:
         metrics["flip_tta_srcc"], metrics["flip_tta_plcc"] = flip_metrics["srcc"], flip_metrics["plcc"]
     if held_out is not None:
         metrics["synthetic_order_acc"] = synthetic_order_accuracy(model, *held_out)
+    elif held_out_pixels is not None:
+        metrics["synthetic_order_acc"] = synthetic_order_accuracy_pixels(model, *held_out_pixels)
     print(json.dumps(metrics, indent=2))
 
     final = out / "final"
