@@ -44,6 +44,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from tqdm.auto import tqdm  # noqa: E402
 
 from datasets_scripts.seagull_synthetic import (  # noqa: E402
+    _check_settings,
     _list_images,
     _load_reference,
     sample_record,
@@ -183,15 +184,7 @@ def build_roi_sweeps(
         "implementations": {t: [i.name for i in impls] for t, impls in rs.ROI_DISTORTIONS.items()},
     }
     meta_path = out / META_FILE
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text()).get("settings", {})
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff:
-            raise ValueError(
-                f"{out} was built with other settings ({', '.join(diff)} differ); use another --out"
-            )
-    elif (out / "data").is_dir() and any((out / "data").iterdir()):
-        raise ValueError(f"{out}/data holds files but {META_FILE} is missing: not sweeps of this builder")
+    _check_settings(out, settings, META_FILE)
     rs.check_implementations()
     (out / "data").mkdir(parents=True, exist_ok=True)
     meta_path.write_text(json.dumps({"settings": settings, "status": "building"}, indent=2) + "\n")

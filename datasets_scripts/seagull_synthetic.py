@@ -215,12 +215,14 @@ def _settings(args: dict[str, Any], plans: dict[str, list[SamplePlan]]) -> dict[
     }
 
 
-def _check_settings(out: Path, settings: dict[str, Any]) -> None:
-    meta = out / META_FILE
+def _check_settings(out: Path, settings: dict[str, Any], meta_file: str = META_FILE) -> None:
+    """Stop when ``out`` holds a build with other ``settings`` (or foreign files); ``meta_file`` names the
+    builder's metadata file (the sweeps builder has its own)."""
+    meta = out / meta_file
     if not meta.exists():
         if (out / "data").is_dir() and any((out / "data").iterdir()):
             raise ValueError(
-                f"{out}/data holds files but {META_FILE} is missing: not a dataset of this builder"
+                f"{out}/data holds files but {meta_file} is missing: not a dataset of this builder"
             )
         return
     old = json.loads(meta.read_text()).get("settings", {})
