@@ -29,6 +29,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import shlex
 import shutil
 import sys
@@ -156,8 +157,9 @@ def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarra
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temp file, then rename: a killed run never leaves half a cache file."""
-    tmp = path.with_name(path.name + ".tmp")
+    """torch.save to a temp file, then rename: a killed run never leaves half a cache file, and runs sharing a
+    cache directory (the levers script next to a training run) never write into each other's temp file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
 
@@ -488,11 +490,28 @@ def write_model_card(out: Path, metrics: dict, info: dict) -> None:
     card = (ROOT / "examples" / "rsfiqa_mobile_card.md").read_text()
     info = {"split_seed": 0, "select_best": 1, "synthetic_sets": "cbsd68", **info}
     selection = "best epoch by validation SRCC" if info["select_best"] else "the last epoch (no selection)"
+    from_pixels = info.get(
+        "train_from_pixels", info.get("config_overrides", {}).get("backbone_freeze_prefix") is False
+    )
+    if from_pixels:
+        backbone_training = "the whole backbone fine-tuned (`--train_from_pixels`)"
+        recipe_inputs = (
+            "the whole network trained from pixels; horizontal flip and random crops of 24x24 cells of the\n"
+            "  stride-16 map (about 384 px) with the matching crop of the cached region label map"
+        )
+    else:
+        backbone_training = "stem to stage 3 frozen, stages 4-5 fine-tuned"
+        recipe_inputs = (
+            "frozen-prefix features cached per image and horizontal flip; random 24x24-cell crops of the\n"
+            "  stride-16 map (about 384 px)"
+        )
     card = card.format(
         metrics_table=rows,
         pipeline_line=pipeline_line,
         levers_table=levers_section(),
         selection=selection,
+        backbone_training=backbone_training,
+        recipe_inputs=recipe_inputs,
         **info,
     )
     (out / "README.md").write_text(card)
@@ -750,6 +769,7 @@ def main(argv=None) -> None:
         "split_seed": args.split_seed,
         "select_best": args.select_best,
         "synthetic_sets": args.synthetic_sets,
+        "train_from_pixels": args.train_from_pixels,
         "config_overrides": overrides,
         "command": command,
     }

@@ -115,7 +115,9 @@ def test_preset_is_the_shipped_architecture():
 
     preset = preset_config("rsfiqa-mobile").to_dict()
     shipped = RSFIQAConfig.from_pretrained(modeling_rsfiqa.DEFAULT_MODEL_DIR).to_dict()
-    learned = {"label_mean", "label_std", "backbone_pretrained", "loss_weights"}  # set by the training script
+    # set by the training script; backbone_freeze_prefix only decides what training updates (False when the
+    # whole backbone was fine-tuned, --train_from_pixels), inference runs the same layers either way
+    learned = {"label_mean", "label_std", "backbone_pretrained", "loss_weights", "backbone_freeze_prefix"}
     bookkeeping = {"architectures", "auto_map", "transformers_version", "dtype", "use_cache", "_name_or_path"}
     differ = (
         {k for k in set(preset) | set(shipped) if preset.get(k) != shipped.get(k)} - learned - bookkeeping
