@@ -71,14 +71,7 @@ def sweep_features():
 
 
 def _clean_rois(shape: tuple[int, int], rng: np.random.Generator, avoid: rs.Roi, n: int) -> list[rs.Roi]:
-    taken, clean = [avoid.box], []
-    for _ in range(n):
-        roi = rs.random_roi(shape, rng, kind="box", area_range=(0.005, 0.08), avoid=taken, tries=30)
-        if roi is None:
-            break
-        taken.append(roi.box)
-        clean.append(roi)
-    return clean
+    return rs.clean_rois(shape, rng, avoid, n, kind="box", area_range=(0.005, 0.08))
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ __all__ = [
     "box_mask",
     "blob_mask",
     "random_roi",
+    "clean_rois",
     "feather_weights",
     "render_roi_distortion",
     "label_roi",
@@ -421,6 +422,20 @@ def random_roi(
 # --------------------------------------------------------------------------- rendering and labels
 
 
+def clean_rois(shape: tuple[int, int], rng: np.random.Generator, avoid: Roi, n: int, **kwargs) -> list[Roi]:
+    """Up to ``n`` random ROIs (``random_roi`` with ``kwargs``, 30 tries each) that overlap neither ``avoid``
+    nor each other: the undistorted ROIs a sample holds next to its distorted one. Stops at the first that
+    does not fit, so it may return fewer."""
+    taken, found = [avoid.box], []
+    for _ in range(n):
+        roi = random_roi(shape, rng, avoid=taken, tries=30, **kwargs)
+        if roi is None:
+            break
+        taken.append(roi.box)
+        found.append(roi)
+    return found
+
+
 def feather_weights(mask: np.ndarray, feather: float = FEATHER_PX) -> np.ndarray:
     """Blending weight in [0, 1]: 0 outside the mask, rising INWARD over ``feather`` px to 1."""
     mask = np.asarray(mask, dtype=bool)
@@ -611,12 +626,7 @@ def synthesize_roi_sample(
     ]
     low, high = (num_clean, num_clean) if isinstance(num_clean, int) else num_clean
     wanted = int(rng.integers(low, high + 1))
-    taken = [roi.box]
-    for _ in range(wanted):
-        clean = random_roi(shape, rng, area_range=clean_area_range, min_side=min_side, avoid=taken, tries=30)
-        if clean is None:
-            break
-        taken.append(clean.box)
+    for clean in clean_rois(shape, rng, roi, wanted, area_range=clean_area_range, min_side=min_side):
         labels.append(RoiLabels(clean, *label_roi(clean, reference, composite, None, metric)))
     return RoiSample(composite, distortion, implementation, parameter, int(level), severity, labels)
 

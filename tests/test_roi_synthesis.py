@@ -144,6 +144,18 @@ def test_clean_rois_are_clean_and_apart(photo):
         )
 
 
+def test_clean_rois_helper_keeps_apart_and_stops_when_full():
+    rng = np.random.default_rng(0)
+    first = rs.random_roi((256, 256), rng, kind="box", area_range=(0.05, 0.05))
+    found = rs.clean_rois((256, 256), rng, first, 4, kind="box", area_range=(0.01, 0.03))
+    assert 1 <= len(found) <= 4 and all(r.shape == "box" for r in found)
+    boxes = [first.box] + [r.box for r in found]
+    assert not any(rs._boxes_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    # no room left for a half-image ROI beside a centred one: none found, no error
+    centre = rs.Roi(rs.box_mask((256, 256), (64, 64, 192, 192)), (64, 64, 192, 192), "box")
+    assert rs.clean_rois((256, 256), rng, centre, 3, kind="box", area_range=(0.5, 0.5)) == []
+
+
 def test_random_rois_shapes_and_rle_round_trip():
     rng = np.random.default_rng(0)
     shape = (120, 200)
