@@ -135,7 +135,7 @@ def table(results: Path = RESULTS) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for lever in levers:
-        rs = [r for r in rows if r["lever"] == lever]
+        rs = sorted((r for r in rows if r["lever"] == lever), key=lambda r: r["split_seed"])
         ms = [r["cpu_ms_per_image"] for r in rs if r.get("cpu_ms_per_image")]
         metrics = " | ".join(
             cell([r.get(k) for r in rs])
