@@ -72,3 +72,17 @@ def test_recipe_runs_end_to_end_and_keys_its_caches(shared_dir, tmp_path):
     assert sorted(cache.glob("prefix-*")) == prefix_dirs
     assert {p.name: p.stat().st_mtime_ns for p in prefix_dirs[0].glob("*.pt")} == mtimes
     assert len(list(cache.glob("regions-*"))) == 2
+
+    # the shipped recipe fine-tunes the whole backbone from pixels: the stem moves, the card says so, and the
+    # held-out order is measured from pixels (the cached prefix features no longer match the network)
+    from safetensors.torch import load_file
+
+    px = tmp_path / "px"
+    recipe.main([*common, "--output_dir", str(px), "--train_from_pixels", "--skip_pipeline_validation"])
+    summary = json.loads((px / "final" / "training_summary.json").read_text())
+    assert summary["train_from_pixels"] and "synthetic_order_acc" in summary["metrics"]
+    assert json.loads((px / "final" / "config.json").read_text())["backbone_freeze_prefix"] is False
+    assert "the whole backbone fine-tuned" in (px / "final" / "README.md").read_text()
+    stem = "backbone.conv_stem.weight"
+    frozen, moved = load_file(final / "model.safetensors"), load_file(px / "final" / "model.safetensors")
+    assert stem in frozen and not frozen[stem].equal(moved[stem])
