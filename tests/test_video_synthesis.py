@@ -190,7 +190,8 @@ def test_odd_files_are_what_they_claim(tmp_path):
 
     truncated = vs.probe_video(files["truncated"])
     full = vs._pattern_clip(tmp_path / "full.mp4", (160, 96), 24, 12.0, crf=23)  # the same clip, complete
-    assert files["truncated"].stat().st_size == full.bytes // 2
+    # half of a complete encode; two x264 encodes of the same clip can differ by a few bytes (seen: 24 of 15.9k)
+    assert files["truncated"].stat().st_size == pytest.approx(full.bytes / 2, rel=0.02)
     assert truncated.declared_frames == 24 and 0 < truncated.num_frames < 24
     with pytest.raises(av.error.InvalidDataError):
         vs.probe_video(files["truncated_no_index"])
