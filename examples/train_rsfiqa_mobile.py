@@ -490,10 +490,7 @@ def write_model_card(out: Path, metrics: dict, info: dict) -> None:
     card = (ROOT / "examples" / "rsfiqa_mobile_card.md").read_text()
     info = {"split_seed": 0, "select_best": 1, "synthetic_sets": "cbsd68", **info}
     selection = "best epoch by validation SRCC" if info["select_best"] else "the last epoch (no selection)"
-    from_pixels = info.get(
-        "train_from_pixels", info.get("config_overrides", {}).get("backbone_freeze_prefix") is False
-    )
-    if from_pixels:
+    if info.get("config_overrides", {}).get("backbone_freeze_prefix") is False:  # --train_from_pixels
         backbone_training = "the whole backbone fine-tuned (`--train_from_pixels`)"
         recipe_inputs = (
             "the whole network trained from pixels; horizontal flip and random crops of 24x24 cells of the\n"
@@ -770,7 +767,6 @@ def main(argv=None) -> None:
         "split_seed": args.split_seed,
         "select_best": args.select_best,
         "synthetic_sets": args.synthetic_sets,
-        "train_from_pixels": args.train_from_pixels,
         "config_overrides": overrides,
         "command": command,
     }
